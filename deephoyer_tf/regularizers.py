@@ -1,0 +1,336 @@
+"""DeepHoyer regularizers as Keras regularizers.
+
+Attach them the way Keras users attach `keras.regularizers.L1`::
+
+    layer = keras.layers.Dense(300, kernel_regularizer=deephoyer_tf.HoyerSquare(1e-4))
+
+The same instance works on Keras 3 layers and on tf_keras layers, and models
+using it save and load in both flavours without `custom_objects`.
+
+Each regularizer returns ``strength * measure(W)`` as a float32 scalar. The
+strength is held in a `tf.Variable`, so it can be changed during training
+without recompiling: ``regularizer.strength = 0.0`` switches it off.
+
+Reference: Yang, Wen, Li. "DeepHoyer: Learning Sparser Neural Network with
+Differentiable Scale-Invariant Sparsity Measures." ICLR 2020.
+"""
+
+import numbers
+
+import keras
+import tensorflow as tf
+
+from deephoyer_tf import _layers
+from deephoyer_tf import _measures
+
+_PACKAGE = "deephoyer_tf"
+_GROUPS = ("outputs", "inputs", "both")
+
+# Classes registered here are also registered with tf_keras (see _compat).
+REGISTERED = []
+
+
+def _register(alias):
+    def decorator(cls):
+        keras.saving.register_keras_serializable(package=_PACKAGE)(cls)
+        keras.saving.get_custom_objects()[alias] = cls
+        cls.alias = alias
+        REGISTERED.append(cls)
+        return cls
+
+    return decorator
+
+
+def _check_strength(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Invalid type for argument `{name}`. Expected a float. "
+            f"Received: {name}={value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    if not value >= 0.0 or value == float("inf"):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a finite float >= 0. "
+            f"Received: {name}={value}"
+        )
+    return value
+
+
+def _new_strength_variable(value, name):
+    with tf.init_scope():
+        return tf.Variable(value, trainable=False, dtype=tf.float32, name=name)
+
+
+class _StrengthVariable:
+    """A descriptor exposing a `tf.Variable` as a float attribute."""
+
+    def __init__(self, slot):
+        self.slot = slot
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return float(getattr(instance, self.slot).numpy())
+
+    def __set__(self, instance, value):
+        getattr(instance, self.slot).assign(_check_strength(value, self.name))
+
+
+class DeepHoyerRegularizer(keras.regularizers.Regularizer):
+    """Base class: a strength held in a variable times a sparsity measure.
+
+    Subclasses implement `measure(x)`. `strength_variables()` lists the
+    variables a callback may assign to warm up, anneal or switch off the
+    penalty.
+    """
+
+    strength = _StrengthVariable("_strength")
+
+    def __init__(self, strength):
+        strength = _check_strength(strength, "strength")
+        self._strength = _new_strength_variable(strength, "strength")
+
+    def measure(self, x):
+        """The unscaled sparsity measure of `x`, a float32 scalar."""
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self._strength * self.measure(x)
+
+    def strength_variables(self):
+        """The `tf.Variable`s holding the strengths of this regularizer."""
+        return [self._strength]
+
+    def get_config(self):
+        return {"strength": self.strength}
+
+    def __repr__(self):
+        items = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({items})"
+
+
+@_register("hoyer")
+class Hoyer(DeepHoyerRegularizer):
+    """Hoyer regularizer: ``strength * sum|w_i| / sqrt(sum w_i^2)`` (paper, eq. 2).
+
+    Scale invariant, range ``[1, sqrt(N)]`` for N elements (0 for an all-zero
+    kernel).
+
+    Args:
+        strength: float >= 0, the regularization strength (default 1e-4).
+
+    Example: for ``w = [3, 4]``, ``Hoyer(1.0)(w) = 7 / 5 = 1.4``.
+    """
+
+    def __init__(self, strength=1e-4):
+        super().__init__(strength)
+
+    def measure(self, x):
+        return _measures.hoyer(x)
+
+
+@_register("hoyer_square")
+class HoyerSquare(DeepHoyerRegularizer):
+    """Hoyer-Square: ``strength * (sum|w_i|)^2 / sum w_i^2`` (paper, eq. 3).
+
+    A scale-invariant, differentiable stand-in for the L0 norm: its range is
+    ``[1, N]`` for N elements (0 for an all-zero kernel), and its gradient
+    (eq. 4) is ``2 sign(w_j) sum|w_i| / (sum w_i^2)^2 * (sum w_i^2 - |w_j| sum|w_i|)``,
+    0 at ``w_j = 0``.
+
+    Args:
+        strength: float >= 0, the regularization strength (default 1e-4).
+
+    Example: for ``w = [3, 4]``, ``HoyerSquare(1.0)(w) = 49 / 25 = 1.96``.
+    """
+
+    def __init__(self, strength=1e-4):
+        super().__init__(strength)
+
+    def measure(self, x):
+        return _measures.hoyer_square(x)
+
+
+class _GroupRegularizer(DeepHoyerRegularizer):
+    """Shared argument handling of the group regularizers."""
+
+    def __init__(self, strength, groups="both", input_strength=None, layout="in_out"):
+        super().__init__(strength)
+        if groups not in _GROUPS:
+            raise ValueError(
+                "Invalid value for argument `groups`. Expected one of "
+                f"{{'outputs', 'inputs', 'both'}}. Received: groups={groups!r}"
+            )
+        if layout not in _layers.LAYOUTS:
+            raise ValueError(
+                "Invalid value for argument `layout`. Expected one of "
+                f"{set(_layers.LAYOUTS)}. Received: layout={layout!r}"
+            )
+        if input_strength is not None and groups != "both":
+            raise ValueError(
+                "Argument `input_strength` applies only with groups='both'. "
+                f"Received: input_strength={input_strength!r}, groups={groups!r}"
+            )
+        self.groups = groups
+        self.layout = layout
+        self._tied = input_strength is None
+        if self._tied:
+            self._input_strength = self._strength
+        else:
+            self._input_strength = _new_strength_variable(
+                _check_strength(input_strength, "input_strength"), "input_strength"
+            )
+
+    @property
+    def input_strength(self):
+        """Strength of the inputs term (equal to `strength` when tied)."""
+        return float(self._input_strength.numpy())
+
+    @input_strength.setter
+    def input_strength(self, value):
+        if self._tied:
+            raise ValueError(
+                "`input_strength` is tied to `strength` (the regularizer was "
+                "created with input_strength=None): set `strength`, which "
+                "scales both terms, or create the regularizer with an explicit "
+                f"input_strength. Received: input_strength={value!r}"
+            )
+        self._input_strength.assign(_check_strength(value, "input_strength"))
+
+    def _group_measure(self, x, keep_axes):
+        raise NotImplementedError
+
+    def _terms(self, x):
+        x = tf.convert_to_tensor(x)
+        rank = x.shape.rank
+        needed = 3 if self.layout == "depthwise" else 2
+        if rank is None or rank < needed:
+            raise ValueError(
+                f"{type(self).__name__} cannot group a tensor of rank {rank} "
+                f"(shape {tuple(x.shape)}): groups={self.groups!r} with "
+                f"layout={self.layout!r} needs a kernel of rank >= {needed}, "
+                "such as a Dense (in, out) or Conv (k..., in, out) kernel."
+            )
+        kinds = ("outputs", "inputs") if self.groups == "both" else (self.groups,)
+        return {
+            kind: self._group_measure(x, _layers.keep_axes(self.layout, kind))
+            for kind in kinds
+        }
+
+    def measure(self, x):
+        """Sum of the group measures over the selected group kinds (unscaled)."""
+        return tf.add_n(list(self._terms(x).values()))
+
+    def __call__(self, x):
+        terms = self._terms(x)
+        total = 0.0
+        if "outputs" in terms:
+            total += self._strength * terms["outputs"]
+        if "inputs" in terms:
+            strength = self._strength if self.groups != "both" else self._input_strength
+            total += strength * terms["inputs"]
+        return total
+
+    def strength_variables(self):
+        if self._tied:
+            return [self._strength]
+        return [self._strength, self._input_strength]
+
+    def with_layout(self, layout):
+        """A copy for kernels of another `layout`, sharing the strength variables."""
+        if layout == self.layout:
+            return self
+        clone = type(self).from_config({**self.get_config(), "layout": layout})
+        clone._strength = self._strength
+        clone._input_strength = self._input_strength
+        return clone
+
+    def get_config(self):
+        config = {"strength": self.strength, "groups": self.groups}
+        if not self._tied:
+            config["input_strength"] = self.input_strength
+        if self.layout != "in_out":
+            config["layout"] = self.layout
+        return config
+
+
+@_register("group_hoyer_square")
+class GroupHoyerSquare(_GroupRegularizer):
+    """Group-HS: ``strength * (sum_g ||w^(g)||_2)^2 / sum_g ||w^(g)||_2^2`` (eq. 6).
+
+    Groups are the units of the layer, so that a zero group is a removable
+    neuron, filter or channel:
+
+    * ``groups="outputs"``: one group per output unit (a Dense output neuron,
+      a Conv filter): for a Keras ``(k..., in, out)`` kernel, reduce over every
+      axis but the last.
+    * ``groups="inputs"``: one group per input unit (a Dense input feature, a
+      Conv input channel): reduce over every axis but the second-to-last.
+    * ``groups="both"`` (default): the sum of the two terms, eq. 8 of the paper;
+      by default with equal strengths, or ``input_strength`` for the inputs
+      term.
+
+    Args:
+        strength: float >= 0 (default 1e-4), the strength of the outputs term
+            (and of the inputs term unless `input_strength` is given).
+        groups: ``"outputs"``, ``"inputs"`` or ``"both"``.
+        input_strength: float >= 0 or None, the strength of the inputs term
+            when ``groups="both"``.
+        layout: the kernel layout: ``"in_out"`` (Dense, Conv, Embedding: the
+            default), ``"out_in"`` (ConvTranspose) or ``"depthwise"``
+            (DepthwiseConv, the depthwise kernel of SeparableConv, whose output
+            channels are (input channel, multiplier) pairs).
+            `deephoyer_tf.regularize` picks it from the layer type.
+
+    Example: for ``W = [[3, 0], [4, 0]]`` (a Dense kernel, 2 inputs, 2 outputs)
+    the output groups have norms 5 and 0, so ``GroupHoyerSquare(1.0,
+    "outputs")(W) = 25 / 25 = 1``; the input groups have norms 3 and 4, so
+    ``GroupHoyerSquare(1.0, "inputs")(W) = 49 / 25 = 1.96``.
+    """
+
+    def __init__(self, strength=1e-4, groups="both", input_strength=None, layout="in_out"):
+        super().__init__(strength, groups, input_strength, layout)
+
+    def _group_measure(self, x, keep_axes):
+        return _measures.group_hoyer_square(x, keep_axes)
+
+
+@_register("group_lasso")
+class GroupLasso(_GroupRegularizer):
+    """Group lasso: ``strength * sum_g ||w^(g)||_2`` (paper eq. 5; Wen et al. 2016).
+
+    The baseline structural regularizer. Same groups, arguments and layouts as
+    `GroupHoyerSquare`. Not scale invariant.
+
+    Example: for ``W = [[3, 0], [4, 0]]``, ``GroupLasso(1.0, "outputs")(W) = 5``
+    and ``GroupLasso(1.0, "inputs")(W) = 3 + 4 = 7``.
+    """
+
+    def __init__(self, strength=1e-4, groups="both", input_strength=None, layout="in_out"):
+        super().__init__(strength, groups, input_strength, layout)
+
+    def _group_measure(self, x, keep_axes):
+        return _measures.group_lasso(x, keep_axes)
+
+
+def strength_variables(model_or_layers):
+    """All strength variables of the DeepHoyer regularizers in a model.
+
+    Args:
+        model_or_layers: a Keras model (either flavour) or an iterable of layers.
+
+    Returns:
+        A list of distinct `tf.Variable`s, in layer order.
+    """
+    from deephoyer_tf import _models  # local import: avoids a cycle
+
+    seen, found = set(), []
+    for regularizer in _models.deephoyer_regularizers(model_or_layers):
+        for variable in regularizer.strength_variables():
+            if id(variable) not in seen:
+                seen.add(id(variable))
+                found.append(variable)
+    return found

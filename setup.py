@@ -1,0 +1,29 @@
+from setuptools import find_packages, setup
+
+extras = {
+    "tfmot": ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"],
+    "litert": ["ai-edge-litert"],
+    "datasets": ["tensorflow-datasets"],
+    "plots": ["matplotlib"],
+}
+extras["test"] = sorted(
+    {p for group in ("tfmot", "litert", "datasets", "plots") for p in extras[group]}
+    | {"pytest"}
+)
+extras["all"] = extras["test"]
+
+setup(
+    name="deephoyer_tf",
+    version="0.1.0",
+    description=(
+        "DeepHoyer sparsity regularizers (Hoyer-Square, Group-HS), pruning, "
+        "surgery and sparse export for Keras and TensorFlow"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["deephoyer_tf", "deephoyer_tf.*"]),
+    python_requires=">=3.9",
+    install_requires=["tensorflow>=2.16", "keras>=3.0", "numpy"],
+    extras_require=extras,
+    entry_points={"console_scripts": ["deephoyer-tf=deephoyer_tf.cli:main"]},
+)

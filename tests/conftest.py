@@ -1,0 +1,44 @@
+"""Shared test configuration.
+
+* Two logical CPU devices, so `tf.distribute.MirroredStrategy` runs with two
+  replicas on a CPU-only machine (must happen before TensorFlow initializes).
+* `mnist_dir`: the offline MNIST copy (never the network).
+"""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0],
+        [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()],
+    )
+except RuntimeError:  # already initialized by another import
+    pass
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MNIST_DIR = pathlib.Path(
+    os.environ.get("DEEPHOYER_DATA_DIR", REPO.parent / "shared" / "data" / "mnist")
+)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir():
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"MNIST not found at {MNIST_DIR}; set DEEPHOYER_DATA_DIR")
+    return str(MNIST_DIR)
+
+
+@pytest.fixture(scope="session")
+def two_cpus():
+    """The two logical CPU devices for MirroredStrategy tests."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < 2:
+        pytest.fail(f"expected two logical CPUs, found {devices}")
+    return devices[:2]
