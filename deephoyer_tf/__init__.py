@@ -7,10 +7,8 @@ Importing this package never imports `tensorflow_model_optimization` and never
 sets `TF_USE_LEGACY_KERAS`.
 """
 
-from deephoyer_tf import _compat
 from deephoyer_tf._layers import supported_types as supported_layer_types
 from deephoyer_tf.attach import regularize
-from deephoyer_tf.regularizers import REGISTERED as _REGISTERED
 from deephoyer_tf.regularizers import DeepHoyerRegularizer
 from deephoyer_tf.regularizers import GroupHoyerSquare
 from deephoyer_tf.regularizers import GroupLasso
@@ -19,8 +17,6 @@ from deephoyer_tf.regularizers import HoyerSquare
 from deephoyer_tf.regularizers import strength_variables
 
 __version__ = "0.1.0"
-
-_compat.register_with_tf_keras(_REGISTERED)
 
 __all__ = [
     "DeepHoyerRegularizer",

@@ -20,6 +20,7 @@ import numbers
 import keras
 import tensorflow as tf
 
+from deephoyer_tf import _compat
 from deephoyer_tf import _layers
 from deephoyer_tf import _measures
 
@@ -31,11 +32,21 @@ REGISTERED = []
 
 
 def _register(alias):
+    """Registers a class with Keras 3 (and tf_keras) as ``deephoyer_tf>Name``.
+
+    `alias`, the snake_case name, is registered as a custom object too, so
+    ``{"class_name": "hoyer_square", "config": {"strength": 1e-4}}``
+    deserializes in both flavours. (A bare string such as
+    ``kernel_regularizer="hoyer_square"`` is not supported: Keras 3 looks
+    strings up among its built-ins only.)
+    """
+
     def decorator(cls):
         keras.saving.register_keras_serializable(package=_PACKAGE)(cls)
         keras.saving.get_custom_objects()[alias] = cls
         cls.alias = alias
         REGISTERED.append(cls)
+        _compat.register_with_tf_keras([cls])
         return cls
 
     return decorator
@@ -79,8 +90,12 @@ class _StrengthVariable:
         getattr(instance, self.slot).assign(_check_strength(value, self.name))
 
 
-class DeepHoyerRegularizer(keras.regularizers.Regularizer):
+class DeepHoyerRegularizer(*_compat.regularizer_bases()):
     """Base class: a strength held in a variable times a sparsity measure.
+
+    An instance is a `keras.regularizers.Regularizer` and, when tf_keras is
+    installed, a `tf_keras.regularizers.Regularizer` too: one object for both
+    Keras flavours.
 
     Subclasses implement `measure(x)`. `strength_variables()` lists the
     variables a callback may assign to warm up, anneal or switch off the
