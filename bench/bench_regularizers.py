@@ -1,0 +1,92 @@
+"""Cost of the DeepHoyer penalties: training step time with and without them.
+
+Times `train_on_batch` on random data for LeNet-5 (Caffe form) and
+`keras.applications.ResNet50(weights=None)` with, on every Dense/Conv kernel:
+no regularizer, `keras.regularizers.L1`, `HoyerSquare`, `GroupHoyerSquare`.
+Configurations are interleaved round by round so that drifting machine load
+affects them alike; the median step time per configuration is reported with
+its ratio to the unregularized step.
+
+    python bench/bench_regularizers.py --model lenet-5 --batch 64 --steps 20 --rounds 5
+    python bench/bench_regularizers.py --model resnet50 --batch 8 --image-size 224 --steps 3 --rounds 3
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import deephoyer_tf  # noqa: E402
+import deephoyer_tf.models  # noqa: E402
+
+CONFIGS = {
+    "none": lambda: None,
+    "L1": lambda: keras.regularizers.L1(1e-5),
+    "HoyerSquare": lambda: deephoyer_tf.HoyerSquare(1e-5),
+    "GroupHoyerSquare": lambda: deephoyer_tf.GroupHoyerSquare(1e-5),
+}
+
+
+def build(name, image_size):
+    if name == "lenet-5":
+        return deephoyer_tf.models.lenet_5(), (28, 28, 1), 10
+    if name == "resnet50":
+        shape = (image_size, image_size, 3)
+        return keras.applications.ResNet50(weights=None, input_shape=shape, classes=1000), shape, 1000
+    raise ValueError(f"unknown model {name!r}")
+
+
+def prepare(args, config):
+    keras.utils.set_random_seed(0)
+    base, shape, classes = build(args.model, args.image_size)
+    regularizer = CONFIGS[config]()
+    model = base if regularizer is None else deephoyer_tf.regularize(base, regularizer)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=args.model == "lenet-5"),
+        jit_compile=args.jit,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch,) + shape).astype(np.float32)
+    y = rng.integers(0, classes, args.batch)
+    for _ in range(2):  # trace and warm up
+        model.train_on_batch(x, y)
+    return model, x, y
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["lenet-5", "resnet50"], default="lenet-5")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--steps", type=int, default=20, help="steps timed per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--jit", action="store_true", help="compile with jit_compile=True")
+    args = parser.parse_args()
+
+    start = time.time()
+    prepared = {name: prepare(args, name) for name in CONFIGS}
+    times = {name: [] for name in CONFIGS}
+    for _ in range(args.rounds):
+        for name, (model, x, y) in prepared.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                model.train_on_batch(x, y)
+            times[name].append((time.perf_counter() - t0) / args.steps)
+    base = statistics.median(times["none"])
+    print(f"model={args.model} batch={args.batch} jit={args.jit} machine={platform.machine()} cpus={os.cpu_count()}")
+    print(f"{'regularizer':<18}{'median step (ms)':>18}{'ratio':>8}")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"{name:<18}{1000 * median:>18.2f}{median / base:>8.3f}")
+    print(f"wall time {time.time() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
