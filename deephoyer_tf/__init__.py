@@ -15,6 +15,8 @@ from deephoyer_tf.regularizers import GroupLasso
 from deephoyer_tf.regularizers import Hoyer
 from deephoyer_tf.regularizers import HoyerSquare
 from deephoyer_tf.regularizers import strength_variables
+from deephoyer_tf.report import SparsityReport
+from deephoyer_tf.report import sparsity_report
 
 __version__ = "0.1.0"
 
@@ -24,7 +26,9 @@ __all__ = [
     "GroupLasso",
     "Hoyer",
     "HoyerSquare",
+    "SparsityReport",
     "regularize",
+    "sparsity_report",
     "strength_variables",
     "supported_layer_types",
 ]
