@@ -1,0 +1,160 @@
+"""The ``deephoyer-tf`` command line.
+
+    deephoyer-tf reproduce {lenet-300-100,lenet-5} --method {hs,hoyer,group-hs,l1,group-lasso,magnitude}
+                 [--data-dir DIR] [--output DIR] [--quick] [--std-ratio R] [--strength S] ...
+    deephoyer-tf report MODEL.keras [--json]
+    deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}]
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def _reproduce(args):
+    from deephoyer_tf import reproduce
+
+    overrides = {
+        "strength": args.strength,
+        "std_ratio": args.std_ratio,
+        "pretrain_epochs": args.pretrain_epochs,
+        "regularize_epochs": args.regularize_epochs,
+        "finetune_epochs": args.finetune_epochs,
+        "warmup_epochs": args.warmup_epochs,
+        "learning_rate": args.learning_rate,
+        "finetune_learning_rate": args.finetune_learning_rate,
+        "batch_size": args.batch_size,
+        "tolerance": args.tolerance,
+        "target_sparsity": args.target_sparsity,
+        "seed": args.seed,
+    }
+    if args.match is not None:
+        with open(args.match, encoding="utf-8") as f:
+            matched = json.load(f)
+        overrides["target_sparsity"] = 1.0 - matched["nonzero_weights"] / matched["total_weights"]
+    recipe = reproduce.recipe_for(args.model, args.method, args.quick, **overrides)
+    output = args.output or os.path.join("runs", f"{args.model}-{args.method}")
+    results = reproduce.run(
+        args.model, args.method, data_dir=args.data_dir, output=output,
+        quick=args.quick, cache_dir=args.cache_dir, recipe=recipe,
+        log=lambda *a: print(*a, flush=True),
+    )
+    if args.plots:
+        from deephoyer_tf import plots
+
+        plots.reproduction_histograms(output, results)
+    print(f"results written to {os.path.join(output, 'results.json')}")
+    return 0
+
+
+def _load_any(path):
+    """Loads a `.keras`/`.h5` model with Keras 3, else with tf_keras."""
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as keras3_error:  # noqa: BLE001 - try the other flavour
+        try:
+            import tf_keras
+        except ImportError:
+            raise keras3_error
+        try:
+            return tf_keras.models.load_model(path, compile=False)
+        except Exception:
+            raise keras3_error
+
+
+def _report(args):
+    from deephoyer_tf import report
+
+    if not os.path.exists(args.model):
+        print(f"deephoyer-tf report: no such file: {args.model}", file=sys.stderr)
+        return 2
+    result = report.sparsity_report(_load_any(args.model))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else result)
+    return 0
+
+
+def _export(args):
+    from deephoyer_tf import export
+
+    if not os.path.exists(args.model):
+        print(f"deephoyer-tf export: no such file: {args.model}", file=sys.stderr)
+        return 2
+    model = _load_any(args.model)
+    if args.shrink:
+        from deephoyer_tf import surgery
+
+        model = surgery.shrink(model)
+    result = export.export_tflite(model, args.output, sparse=not args.dense, quantize=args.quantize)
+    print(result)
+    return 0
+
+
+def _plot(args):
+    from deephoyer_tf import plots
+
+    return plots.main(args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="deephoyer-tf",
+        description="DeepHoyer sparsity training, reports and export for Keras.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("reproduce", help="run the paper's MNIST pipeline end to end")
+    p.add_argument("model", choices=["lenet-300-100", "lenet-5"])
+    p.add_argument("--method", required=True,
+                   choices=["hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude"])
+    p.add_argument("--data-dir", help="folder of the MNIST *-ubyte.gz files "
+                   "(default: $DEEPHOYER_DATA_DIR, else download)")
+    p.add_argument("--output", help="output folder (default runs/MODEL-METHOD)")
+    p.add_argument("--cache-dir", help="where pretrained dense models are cached "
+                   "(default $DEEPHOYER_CACHE_DIR or ~/.cache/deephoyer_tf)")
+    p.add_argument("--quick", action="store_true", help="tiny budget: a smoke run in minutes")
+    p.add_argument("--plots", action="store_true", help="write weight histograms to the output folder")
+    p.add_argument("--strength", type=float, help="regularization strength")
+    p.add_argument("--std-ratio", type=float, help="fixed pruning threshold, in std of each kernel "
+                   "(default: chosen on the validation split)")
+    p.add_argument("--tolerance", type=float, help="validation accuracy drop allowed when choosing the threshold")
+    p.add_argument("--pretrain-epochs", type=int)
+    p.add_argument("--regularize-epochs", type=int)
+    p.add_argument("--finetune-epochs", type=int)
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--finetune-learning-rate", type=float)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--target-sparsity", type=float, help="magnitude: the final sparsity")
+    p.add_argument("--match", help="magnitude: aim at the sparsity of this results.json")
+    p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("report", help="print the sparsity table of a saved model")
+    p.add_argument("model", help="a .keras or .h5 file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=_report)
+
+    p = sub.add_parser("export", help="export a saved model to TFLite (sparse by default)")
+    p.add_argument("model", help="a .keras or .h5 file")
+    p.add_argument("output", help="the .tflite file to write")
+    p.add_argument("--shrink", action="store_true", help="remove dead units first")
+    p.add_argument("--dense", action="store_true", help="store weights densely")
+    p.add_argument("--quantize", choices=["dynamic", "int8"], help="quantization (int8 needs data)")
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("plot", help="the paper's figures from runs")
+    p.set_defaults(func=_plot)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
