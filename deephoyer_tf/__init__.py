@@ -9,6 +9,12 @@ sets `TF_USE_LEGACY_KERAS`.
 
 from deephoyer_tf._layers import supported_types as supported_layer_types
 from deephoyer_tf.attach import regularize
+from deephoyer_tf.callbacks import ThresholdPruning
+from deephoyer_tf.distributed import fit_custom
+from deephoyer_tf.distributed import make_train_step
+from deephoyer_tf.masks import fix_zeros
+from deephoyer_tf.masks import strip_zero_masks
+from deephoyer_tf.pruning import prune
 from deephoyer_tf.regularizers import DeepHoyerRegularizer
 from deephoyer_tf.regularizers import GroupHoyerSquare
 from deephoyer_tf.regularizers import GroupLasso
@@ -27,8 +33,14 @@ __all__ = [
     "Hoyer",
     "HoyerSquare",
     "SparsityReport",
+    "ThresholdPruning",
+    "fit_custom",
+    "fix_zeros",
+    "make_train_step",
+    "prune",
     "regularize",
     "sparsity_report",
     "strength_variables",
+    "strip_zero_masks",
     "supported_layer_types",
 ]

@@ -42,3 +42,16 @@ def two_cpus():
     if len(devices) < 2:
         pytest.fail(f"expected two logical CPUs, found {devices}")
     return devices[:2]
+
+
+@pytest.fixture
+def tfmot(monkeypatch):
+    """`tensorflow_model_optimization`, imported without leaking its effect.
+
+    Its first import sets ``TF_USE_LEGACY_KERAS=1``; the variable is restored
+    after the test.
+    """
+    monkeypatch.setenv("TF_USE_LEGACY_KERAS", os.environ.get("TF_USE_LEGACY_KERAS", "0"))
+    import tensorflow_model_optimization
+
+    return tensorflow_model_optimization

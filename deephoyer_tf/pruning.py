@@ -1,0 +1,158 @@
+"""`prune`: set every kernel weight below a threshold to exactly zero.
+
+The second stage of DeepHoyer (paper, section 4.3): after training with the
+regularizer, weights with ``|w| < t`` are removed. Two rules for ``t``:
+
+* ``std_ratio``: ``t = std_ratio * std(W)`` with ``std`` the (population)
+  standard deviation of the layer's kernel ``W``, the paper's MNIST rule;
+* ``threshold``: an absolute ``t``, its ImageNet rule.
+"""
+
+import collections.abc
+import math
+import numbers
+
+import numpy as np
+
+from deephoyer_tf import _kernels
+from deephoyer_tf import _models
+from deephoyer_tf import masks
+
+
+def _check_value(value, name, label):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"Invalid type for argument `{name}`. Expected a float or a dict "
+            "from layer name to float. "
+            f"Received: {label}={value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    if not (value >= 0.0 and math.isfinite(value)):
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a finite float "
+            f">= 0. Received: {label}={value}"
+        )
+    return value
+
+
+def check_rule(std_ratio, threshold):
+    """Validates the pair; returns ``(name, value)`` with value a float or dict.
+
+    Exactly one of `std_ratio` and `threshold` must be given; each is a float
+    >= 0 or a dict from layer name to such a float.
+    """
+    if (std_ratio is None) == (threshold is None):
+        raise ValueError(
+            "Exactly one of the arguments `std_ratio` and `threshold` must be "
+            f"given. Received: std_ratio={std_ratio!r}, threshold={threshold!r}"
+        )
+    name, value = (
+        ("std_ratio", std_ratio) if std_ratio is not None else ("threshold", threshold)
+    )
+    if isinstance(value, collections.abc.Mapping):
+        checked = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"Invalid type for argument `{name}`. Expected layer names "
+                    f"(str) as dict keys. Received: key {key!r} of type "
+                    f"{type(key).__name__}"
+                )
+            checked[key] = _check_value(item, name, f"{name}[{key!r}]")
+        return name, checked
+    return name, _check_value(value, name, name)
+
+
+def _threshold(values, rule, value):
+    if rule == "std_ratio":
+        return value * float(np.std(values))
+    return value
+
+
+def prune(model, std_ratio=None, threshold=None, *, biases=False, layer_types=None):
+    """Sets every kernel weight with ``|w| < t`` to exactly 0, in place.
+
+    For each kernel ``W`` of the selected layers, the threshold is
+    ``t = std_ratio * np.std(W)`` (paper, section 4.3, MNIST) or
+    ``t = threshold`` (ImageNet); then ``W[|W| < t] = 0``. Pass exactly one of
+    the two. A dict gives per-layer values; layers it does not name are left
+    untouched. On a model whose zeros are held by `fix_zeros` (either flavour)
+    the masks are updated too, so the new zeros are held as well.
+
+    Args:
+        model: a built Keras model, Keras 3 or tf_keras, possibly wrapped by
+            `fix_zeros` (TFMOT wrappers are seen through).
+        std_ratio: float >= 0, or dict {layer name: float}: the threshold in
+            units of the kernel's standard deviation.
+        threshold: float >= 0, or dict {layer name: float}: the absolute
+            threshold.
+        biases: also prune the biases of the same layers, with
+            ``t = std_ratio * np.std(b)`` or ``t = threshold`` (default False).
+            `fix_zeros` holds kernel zeros only.
+        layer_types: layer types to prune, default
+            ``("Dense", "Conv1D", "Conv2D", "Conv3D")``.
+
+    Returns:
+        ``deephoyer_tf.sparsity_report(model)`` after pruning.
+
+    Raises:
+        TypeError: `model` is not a Keras model; a value is not a float.
+        ValueError: both or neither of `std_ratio` and `threshold`; a negative
+            or non-finite value; a dict naming layers without a prunable kernel;
+            an unsupported layer type; a layer not built.
+
+    Example: a Dense kernel ``[[0.1, -2.0], [0.5, 3.0]]`` with
+    ``threshold=0.6`` becomes ``[[0, -2.0], [0, 3.0]]``::
+
+        report = deephoyer_tf.prune(model, std_ratio=0.5)
+        print(report)
+    """
+    _models.check_model(model)
+    rule, value = check_rule(std_ratio, threshold)
+    if not isinstance(biases, bool):
+        raise TypeError(
+            "Invalid type for argument `biases`. Expected a bool. "
+            f"Received: biases={biases!r}"
+        )
+    types = _kernels.check_layer_types(layer_types)
+    refs = _kernels.model_kernels(model, types)
+    if isinstance(value, dict):
+        known = set().union(*(ref.names() for ref in refs)) if refs else set()
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument `{rule}`. Expected a dict keyed "
+                f"by names of layers of types {list(types)} in the model: "
+                f"{sorted(ref.layer.name for ref in refs)}. Received unknown "
+                f"names: {unknown}"
+            )
+    pruned_layers = set()
+    for ref in refs:
+        if isinstance(value, dict):
+            names = ref.names() & set(value)
+            if not names:
+                continue
+            layer_value = value[names.pop()]
+        else:
+            layer_value = value
+        _prune_variable(ref.variable, rule, layer_value)
+        masks.refresh_masks(ref)
+        if biases and id(ref.layer) not in pruned_layers:
+            bias = getattr(ref.layer, "bias", None)
+            if bias is not None:
+                _prune_variable(bias, rule, layer_value)
+        pruned_layers.add(id(ref.layer))
+    return report(model)
+
+
+def report(model):
+    """``deephoyer_tf.sparsity_report(model)`` (imported lazily: a sibling module)."""
+    from deephoyer_tf.report import sparsity_report
+
+    return sparsity_report(model)
+
+
+def _prune_variable(variable, rule, value):
+    weights = np.asarray(variable.numpy())
+    t = _threshold(weights, rule, value)
+    variable.assign(np.where(np.abs(weights) < t, np.zeros_like(weights), weights))
