@@ -1,0 +1,91 @@
+"""The deephoyer-tf command line: reproduce --quick, report (issue 4)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+REQUIRED = [
+    "model", "method", "test_accuracy", "validation_accuracy", "dense_test_accuracy",
+    "nonzero_weights", "total_weights", "macs", "dense_macs", "structure", "per_layer",
+    "epochs", "wall_seconds",
+]
+
+
+def _cli(*args, env=None, timeout=420):
+    command = [sys.executable, "-m", "deephoyer_tf.cli", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    return {**os.environ, "DEEPHOYER_CACHE_DIR": str(tmp_path_factory.mktemp("cache")), "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+@pytest.fixture(scope="module")
+def quick_hs(tmp_path_factory, mnist_dir, env):
+    out = tmp_path_factory.mktemp("out")
+    stdout = _cli("reproduce", "lenet-300-100", "--method", "hs", "--quick",
+                  "--data-dir", mnist_dir, "--output", str(out), env=env)
+    return out, stdout
+
+
+def test_console_script_is_installed():
+    assert shutil.which("deephoyer-tf") is not None
+
+
+def test_reproduce_quick_writes_results(quick_hs):
+    out, stdout = quick_hs
+    results = json.loads((out / "results.json").read_text())
+    assert not [k for k in REQUIRED if k not in results]
+    assert results["model"] == "lenet-300-100" and results["method"] == "hs"
+    assert results["total_weights"] == 266200
+    assert 0 < results["nonzero_weights"] < results["total_weights"]
+    assert results["dense_macs"] == 266200 and results["macs"] <= results["dense_macs"]
+    assert [layer["name"] for layer in results["per_layer"]] == ["fc1", "fc2", "fc3"]
+    assert sum(layer["nonzero_weights"] for layer in results["per_layer"]) == results["nonzero_weights"]
+    assert 0.5 < results["test_accuracy"] <= 1.0
+    assert (out / "model.keras").exists()
+    # Progress, the paper-format table with the paper's row, accuracy and wall time.
+    assert "[regularize]" in stdout and "[finetune]" in stdout
+    assert "paper" in stdout and "98.40%" in stdout and "wall time" in stdout
+
+
+def test_report_of_the_saved_model_matches_results(quick_hs, env):
+    out, _ = quick_hs
+    results = json.loads((out / "results.json").read_text())
+    stdout = _cli("report", str(out / "model.keras"), "--json", env=env)
+    report = json.loads(stdout[stdout.index("{"):])
+    assert report["nonzero_weights"] == results["nonzero_weights"]
+    assert report["structure"] == results["structure"]
+    table = _cli("report", str(out / "model.keras"), env=env)
+    assert "fc1" in table and f"{results['nonzero_weights']:,}" in table
+
+
+def test_magnitude_baseline_quick(tmp_path, mnist_dir, env):
+    """TFMOT runs in its own process (it switches tf.keras to Keras 2)."""
+    stdout = _cli("reproduce", "lenet-300-100", "--method", "magnitude", "--quick",
+                  "--target-sparsity", "0.9", "--data-dir", mnist_dir, "--output", str(tmp_path), env=env)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["method"] == "magnitude" and results["target_sparsity"] == 0.9
+    # TFMOT's PolynomialDecay reaches the target sparsity in each layer.
+    assert results["nonzero_weights"] == pytest.approx(0.1 * 266200, rel=0.01)
+    assert "[magnitude]" in stdout
+
+
+def test_report_of_a_missing_file_fails_clearly(env):
+    command = [sys.executable, "-m", "deephoyer_tf.cli", "report", "/nonexistent/model.keras"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2
+    assert "deephoyer-tf report: no such file: /nonexistent/model.keras" in result.stderr
+
+
+def test_bad_method_is_rejected_by_the_parser(env):
+    command = [sys.executable, "-m", "deephoyer_tf.cli", "reproduce", "lenet-5", "--method", "l0"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2 and "invalid choice: 'l0'" in result.stderr

@@ -1,0 +1,40 @@
+"""StrengthSchedule: per-epoch strength factors without retracing."""
+
+import keras
+import numpy as np
+import pytest
+
+import deephoyer_tf
+from deephoyer_tf import StrengthSchedule
+
+
+class _Record(keras.callbacks.Callback):
+    def __init__(self, regularizers):
+        super().__init__()
+        self.regularizers = regularizers
+        self.seen = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.seen.append([r.strength for r in self.regularizers])
+
+
+def test_linear_warmup_scales_every_strength():
+    hs = deephoyer_tf.HoyerSquare(1e-3)
+    group = deephoyer_tf.GroupHoyerSquare(2e-3, input_strength=4e-3)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_regularizer=hs),
+                              keras.layers.Dense(2, kernel_regularizer=group)])
+    model.compile("sgd", "mse")
+    record = _Record([hs, group])
+    x, y = np.ones((8, 4), np.float32), np.zeros((8, 2), np.float32)
+    model.fit(x, y, epochs=5, verbose=0, callbacks=[StrengthSchedule.linear_warmup(4), record])
+    factors = [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert [s[0] for s in record.seen] == pytest.approx([1e-3 * f for f in factors])
+    assert [s[1] for s in record.seen] == pytest.approx([2e-3 * f for f in factors])
+    assert group.input_strength == pytest.approx(4e-3)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match=r"Invalid type for argument `schedule`\. Expected a callable"):
+        StrengthSchedule(0.5)
+    with pytest.raises(ValueError, match=r"Invalid value for argument `epochs`\. Expected an int >= 1\. Received: epochs=0"):
+        StrengthSchedule.linear_warmup(0)
