@@ -7,11 +7,14 @@ Importing this package never imports `tensorflow_model_optimization` and never
 sets `TF_USE_LEGACY_KERAS`.
 """
 
+from deephoyer_tf import datasets
+from deephoyer_tf import models
 from deephoyer_tf._layers import supported_types as supported_layer_types
 from deephoyer_tf.attach import regularize
 from deephoyer_tf.callbacks import ThresholdPruning
 from deephoyer_tf.distributed import fit_custom
 from deephoyer_tf.distributed import make_train_step
+from deephoyer_tf.export import export_tflite
 from deephoyer_tf.masks import fix_zeros
 from deephoyer_tf.masks import strip_zero_masks
 from deephoyer_tf.pruning import prune
@@ -34,6 +37,7 @@ __all__ = [
     "HoyerSquare",
     "SparsityReport",
     "ThresholdPruning",
+    "export_tflite",
     "fit_custom",
     "fix_zeros",
     "make_train_step",

@@ -1,0 +1,545 @@
+"""Verified TFLite / LiteRT export, with TFLite's sparse weight format.
+
+`export_tflite` converts a Keras model (Keras 3 or tf_keras) with
+`tf.lite.TFLiteConverter.from_keras_model` (in TF 2.21 this handles Keras 3
+models by exporting ``model(x, training=False)`` through
+`keras.export.ExportArchive`, and tf_keras models through a SavedModel), writes
+the ``.tflite`` file, then runs the file on sample inputs and compares it with
+the Keras model.
+
+Interpreter options (TF 2.21 / ai-edge-litert 2.3). Under the default op
+resolver, which applies the XNNPACK delegate, files holding *integer* weights
+in sparse format (``quantize="dynamic"`` or ``"int8"`` together with
+``sparse=True``) either fail in `allocate_tensors` ("TfLiteXNNPackDelegate
+failed to prepare", seen for the unstructured CSR format and for full-integer
+models) or run and return NaN (dynamic-range weights in 1x16 blocks, the
+format the converter picks when zeros come in runs of 16). Without the default
+delegates (``experimental_op_resolver_type=BUILTIN_WITHOUT_DEFAULT_DELEGATES``)
+the builtin kernels give correct results, with or without threads. Float
+sparse files and dense files run correctly under XNNPACK. So
+``op_resolver="auto"`` picks ``BUILTIN_WITHOUT_DEFAULT_DELEGATES`` exactly for
+files with integer sparse tensors, and the default (``BUILTIN``) otherwise;
+`ExportResult.interpreter_options` says how to create an interpreter that
+gives the checked results.
+"""
+
+import contextlib
+import dataclasses
+import gzip
+import io
+import os
+import pathlib
+import statistics
+import time
+import warnings
+
+import numpy as np
+
+from deephoyer_tf import _models
+
+QUANTIZE_MODES = (None, "dynamic", "int8")
+OP_RESOLVERS = ("auto", "BUILTIN", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "BUILTIN_REF")
+
+# Default tolerance: max_abs_error <= atol + rtol * max(|keras output|).
+DEFAULT_TOLERANCES = {
+    None: (1e-4, 1e-4),
+    "dynamic": (1e-3, 0.05),
+    "int8": (1e-3, 0.1),
+}
+
+_NUM_SAMPLES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+    """What `export_tflite` wrote and how well the file matches the model.
+
+    Attributes:
+        path: the ``.tflite`` file.
+        size_bytes: its size.
+        gzip_bytes: its size after ``gzip -9`` (what a download costs).
+        max_abs_error: ``max |tflite(x) - keras(x)|`` over the sample inputs.
+        tolerance: the bound it was checked against.
+        sparse_tensors: number of tensors stored in TFLite's sparse format.
+        quantize: the quantization mode (None, ``"dynamic"``, ``"int8"``).
+        runtime: ``"ai_edge_litert"`` or ``"tf.lite"``, the interpreter used.
+        op_resolver: the op resolver the check ran with.
+        default_delegate_error: None when the file also passes the check under
+            the default op resolver ``"BUILTIN"`` (XNNPACK); otherwise what
+            goes wrong there (always checked).
+    """
+
+    path: str
+    size_bytes: int
+    gzip_bytes: int
+    max_abs_error: float
+    tolerance: float
+    sparse_tensors: int
+    quantize: object
+    runtime: str
+    op_resolver: str
+    default_delegate_error: object = None
+
+    @property
+    def interpreter_options(self):
+        """Keyword arguments for `Interpreter(...)` that give the checked results.
+
+        Example::
+
+            from ai_edge_litert import interpreter as litert
+            options = result.interpreter_options
+            it = litert.Interpreter(
+                model_path=result.path,
+                experimental_op_resolver_type=getattr(
+                    litert.OpResolverType, options["experimental_op_resolver_type"]),
+            )
+        """
+        return {"experimental_op_resolver_type": self.op_resolver}
+
+
+@dataclasses.dataclass(frozen=True)
+class LatencyResult:
+    """Single-sample latency of a ``.tflite`` file, in seconds.
+
+    Attributes:
+        median_s: median over the timed invocations.
+        p90_s: 90th percentile.
+        runs: number of timed invocations.
+        num_threads: interpreter threads.
+        op_resolver: the op resolver used.
+        runtime: ``"ai_edge_litert"`` or ``"tf.lite"``.
+    """
+
+    median_s: float
+    p90_s: float
+    runs: int
+    num_threads: int
+    op_resolver: str
+    runtime: str
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _runtime():
+    """The interpreter module (LiteRT when installed) and its name."""
+    try:
+        from ai_edge_litert import interpreter as litert
+
+        return litert.Interpreter, litert.OpResolverType, "ai_edge_litert"
+    except ImportError:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, tf.lite.experimental.OpResolverType, "tf.lite"
+
+
+def _interpreter(content, op_resolver, num_threads=None):
+    cls, resolvers, _ = _runtime()
+    kwargs = {"experimental_op_resolver_type": getattr(resolvers, op_resolver)}
+    if num_threads is not None:
+        kwargs["num_threads"] = num_threads
+    with warnings.catch_warnings():
+        # tf.lite.Interpreter warns that it is deprecated in favour of LiteRT.
+        warnings.simplefilter("ignore", UserWarning)
+        return cls(model_content=content, **kwargs)
+
+
+def _sparse_tensors(content):
+    """Details (`Interpreter.get_tensor_details`) of the tensors stored sparse."""
+    details = _interpreter(content, "BUILTIN_WITHOUT_DEFAULT_DELEGATES").get_tensor_details()
+    return [d for d in details if d.get("sparsity_parameters")]
+
+
+def _is_integer(detail):
+    return np.issubdtype(np.dtype(detail["dtype"]), np.integer)
+
+
+def _misaligned_blocks(sparse):
+    """Integer sparse tensors in 1xB blocks whose last dimension B does not divide.
+
+    TF 2.21's kernels compute wrong results for these (any op resolver).
+    """
+    bad = []
+    for d in sparse:
+        params = d["sparsity_parameters"]
+        if not _is_integer(d) or len(params.get("block_map", ())) == 0:
+            continue
+        block = params["dim_metadata"][-1].get("dense_size")
+        if block and d["shape"][-1] % block:
+            bad.append(f"{d['name']} (shape {tuple(int(v) for v in d['shape'])}, 1x{block} blocks)")
+    return bad
+
+
+def auto_op_resolver(content):
+    """The op resolver ``"auto"`` stands for, for the file bytes `content`.
+
+    ``"BUILTIN_WITHOUT_DEFAULT_DELEGATES"`` when the file holds integer tensors
+    in sparse format (XNNPACK mishandles them in TF 2.21 / LiteRT 2.3, see the
+    module docstring), else ``"BUILTIN"`` (the interpreter's default, XNNPACK).
+    """
+    integer = [d for d in _sparse_tensors(content) if _is_integer(d)]
+    return "BUILTIN_WITHOUT_DEFAULT_DELEGATES" if integer else "BUILTIN"
+
+
+def _run(content, inputs, op_resolver, num_threads=None):
+    """Runs the file on each sample of `inputs` (batch 1); returns the outputs."""
+    it = _interpreter(content, op_resolver, num_threads)
+    it.allocate_tensors()
+    (inp,), (out,) = it.get_input_details(), it.get_output_details()
+    outputs = []
+    for sample in inputs:
+        x = sample[np.newaxis]
+        scale, zero_point = inp["quantization"]
+        if np.issubdtype(inp["dtype"], np.integer) and scale:
+            x = np.round(x / scale + zero_point)
+        it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        it.invoke()
+        y = it.get_tensor(out["index"]).astype(np.float64)
+        scale, zero_point = out["quantization"]
+        if np.issubdtype(out["dtype"], np.integer) and scale:
+            y = (y - zero_point) * scale
+        outputs.append(y[0])
+    return np.stack(outputs)
+
+
+def _check_path(path):
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            "Invalid type for argument `path`. Expected a str or path-like. "
+            f"Received: path={path!r} of type {type(path).__name__}"
+        )
+    return pathlib.Path(path)
+
+
+def _input_shape(model):
+    inputs = getattr(model, "inputs", None)
+    outputs = getattr(model, "outputs", None)
+    if not inputs or not outputs:
+        raise ValueError(
+            "Invalid value for argument `model`. Expected a built model with "
+            f"known inputs and outputs. Received: model {model.name!r} of type "
+            f"{type(model).__name__} without them (call it on data first)."
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(
+            "Invalid value for argument `model`. Expected a model with one input "
+            f"and one output. Received: model {model.name!r} with {len(inputs)} "
+            f"inputs and {len(outputs)} outputs."
+        )
+    return tuple(inputs[0].shape)
+
+
+def _as_samples(value, argument, shape):
+    array = np.asarray(value, dtype=np.float32)
+    if array.ndim != len(shape) or any(
+        d is not None and d != s for d, s in zip(shape[1:], array.shape[1:])
+    ) or len(array) == 0:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a non-empty array "
+            f"of samples of shape {shape}. Received: array of shape {array.shape}"
+        )
+    return array
+
+
+def _representative_dataset(data, shape):
+    """TF's representative_dataset callable from an array or a callable."""
+    if callable(data):
+        return data
+    if isinstance(data, np.ndarray):
+        samples = _as_samples(data, "representative_data", shape)
+
+        def generator():
+            for sample in samples:
+                yield [sample[np.newaxis]]
+
+        return generator
+    raise TypeError(
+        "Invalid type for argument `representative_data`. Expected a NumPy array "
+        "of input samples (first axis: samples) or a callable returning an "
+        "iterator of lists of input arrays. Received: "
+        f"representative_data of type {type(data).__name__}"
+    )
+
+
+def _convert(model, sparse, quantize, representative_data, shape):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    optimizations = []
+    if quantize is not None:
+        optimizations.append(tf.lite.Optimize.DEFAULT)
+    if sparse:
+        optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = optimizations
+    if quantize == "int8":
+        converter.representative_dataset = _representative_dataset(
+            representative_data, shape
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # Keras 3's ExportArchive prints where it saved the temporary artifact;
+    # the converter warns about input statistics that float inputs never have.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Statistics for quantized inputs")
+        return converter.convert()
+
+
+def _validate(sparse, quantize, representative_data, op_resolver):
+    if not isinstance(sparse, bool):
+        raise TypeError(
+            "Invalid type for argument `sparse`. Expected a bool. "
+            f"Received: sparse={sparse!r} of type {type(sparse).__name__}"
+        )
+    if quantize not in QUANTIZE_MODES:
+        raise ValueError(
+            "Invalid value for argument `quantize`. Expected one of "
+            f"{QUANTIZE_MODES}. Received: quantize={quantize!r}"
+        )
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "Invalid value for argument `representative_data`. Expected input "
+            "samples for calibration when quantize='int8'. "
+            "Received: representative_data=None"
+        )
+    if quantize != "int8" and representative_data is not None:
+        raise ValueError(
+            "Invalid value for argument `representative_data`. It is only used "
+            f"with quantize='int8'. Received it with quantize={quantize!r}"
+        )
+    if op_resolver not in OP_RESOLVERS:
+        raise ValueError(
+            "Invalid value for argument `op_resolver`. Expected one of "
+            f"{OP_RESOLVERS}. Received: op_resolver={op_resolver!r}"
+        )
+
+
+def _check_tolerance(value, name):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(
+            f"Invalid value for argument `{name}`. Expected a float >= 0 or None. "
+            f"Received: {name}={value!r}"
+        )
+    return float(value)
+
+
+def _compare(content, samples, reference, op_resolver, tolerance):
+    """Max abs error under `op_resolver`, or the reason it failed."""
+    try:
+        outputs = _run(content, samples, op_resolver)
+    except (RuntimeError, ValueError) as e:
+        return None, f"{type(e).__name__}: {e}".strip()
+    if not np.all(np.isfinite(outputs)):
+        return None, "non-finite (NaN or inf) outputs"
+    error = float(np.max(np.abs(outputs - reference)))
+    if error > tolerance:
+        return error, f"max abs error {error:.3g} > tolerance {tolerance:.3g}"
+    return error, None
+
+
+# ------------------------------------------------------------------ public
+
+
+def export_tflite(
+    model,
+    path,
+    sparse=True,
+    quantize=None,
+    representative_data=None,
+    sample_inputs=None,
+    atol=None,
+    rtol=None,
+    op_resolver="auto",
+):
+    """Writes `model` as a ``.tflite`` file and checks it against the model.
+
+    The file is run on `sample_inputs`, one sample at a time, and compared with
+    ``model(sample_inputs, training=False)``; it passes when every output is
+    finite and ``max_abs_error <= atol + rtol * max|keras output|``.
+
+    Args:
+        model: a built Keras model (Keras 3 or tf_keras) with one input and one
+            output.
+        path: where to write the file (parent folders are created).
+        sparse: store weights in TFLite's sparse format
+            (`tf.lite.Optimize.EXPERIMENTAL_SPARSITY`); the converter does so
+            for tensors that are sparse enough, and inserts ``DENSIFY`` ops for
+            formats the kernels cannot use directly.
+        quantize: None (float32), ``"dynamic"`` (dynamic-range: int8 weights,
+            float activations) or ``"int8"`` (full integer: int8 weights and
+            activations, float32 input and output, calibrated on
+            `representative_data`).
+        representative_data: for ``"int8"`` only: a NumPy array of input
+            samples (first axis: samples), or TF's form, a callable returning
+            an iterator of ``[input_batch]`` lists.
+        sample_inputs: the inputs of the check, an array with the model's input
+            shape. Default: for ``"int8"``, the first 16 samples of an array
+            `representative_data`; else 8 standard-normal samples (seed 0).
+        atol, rtol: tolerance of the check; None takes the default of
+            `quantize` from `DEFAULT_TOLERANCES` (float: 1e-4, 1e-4; dynamic:
+            1e-3, 0.05; int8: 1e-3, 0.1).
+        op_resolver: the interpreter's op resolver for the check: ``"auto"``
+            (see `auto_op_resolver`), ``"BUILTIN"`` (default, XNNPACK),
+            ``"BUILTIN_WITHOUT_DEFAULT_DELEGATES"`` or ``"BUILTIN_REF"``. With
+            ``"auto"``, when the file fails under ``"BUILTIN"`` the check is
+            repeated without the default delegates, with a warning.
+
+    Returns:
+        An `ExportResult`.
+
+    Raises:
+        TypeError: `model` is not a Keras model, or another argument has the
+            wrong type.
+        ValueError: a bad argument value, or a model with several inputs or
+            outputs.
+        RuntimeError: the file's outputs are not finite or differ from the
+            model's by more than the tolerance (the file is left in place).
+
+    Example::
+
+        result = export_tflite(model, "lenet.tflite", sparse=True)
+        result.size_bytes, result.gzip_bytes, result.max_abs_error
+    """
+    _models.check_model(model)
+    path = _check_path(path)
+    _validate(sparse, quantize, representative_data, op_resolver)
+    atol, rtol = _check_tolerance(atol, "atol"), _check_tolerance(rtol, "rtol")
+    default_atol, default_rtol = DEFAULT_TOLERANCES[quantize]
+    atol = default_atol if atol is None else atol
+    rtol = default_rtol if rtol is None else rtol
+    shape = _input_shape(model)
+    if sample_inputs is not None:
+        samples = _as_samples(sample_inputs, "sample_inputs", shape)
+    elif quantize == "int8" and isinstance(representative_data, np.ndarray):
+        samples = _as_samples(representative_data, "representative_data", shape)[:16]
+    else:
+        if any(d is None for d in shape[1:]):
+            raise ValueError(
+                "Invalid value for argument `sample_inputs`. Expected samples "
+                f"when the input shape {shape} has unknown dimensions. "
+                "Received: sample_inputs=None"
+            )
+        rng = np.random.default_rng(0)
+        samples = rng.standard_normal((_NUM_SAMPLES,) + shape[1:]).astype(np.float32)
+
+    content = _convert(model, sparse, quantize, representative_data, shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+
+    reference = np.asarray(model(samples, training=False), dtype=np.float64)
+    tolerance = atol + rtol * float(np.max(np.abs(reference)))
+    sparse_details = _sparse_tensors(content)
+    resolver = auto_op_resolver(content) if op_resolver == "auto" else op_resolver
+    error, problem = _compare(content, samples, reference, resolver, tolerance)
+    if resolver == "BUILTIN":
+        default_problem = problem
+    else:
+        _, default_problem = _compare(content, samples, reference, "BUILTIN", tolerance)
+    if problem is not None and op_resolver == "auto" and resolver == "BUILTIN":
+        resolver = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+        error, problem = _compare(content, samples, reference, resolver, tolerance)
+        if problem is None:
+            warnings.warn(
+                f"{path}: the default op resolver (XNNPACK) gives {default_problem}; "
+                "the file is correct with experimental_op_resolver_type="
+                "BUILTIN_WITHOUT_DEFAULT_DELEGATES (see ExportResult.interpreter_options).",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+    if problem is not None:
+        hint = ""
+        misaligned = _misaligned_blocks(sparse_details)
+        if misaligned:
+            hint = (
+                " Known TFLite problem (TF 2.21): integer weights stored in 1x16 "
+                "blocks give wrong results when the layer's input size is not a "
+                f"multiple of 16; here: {', '.join(misaligned)}. Export with "
+                "sparse=False or quantize=None, or give those layers input sizes "
+                "that are multiples of 16."
+            )
+        raise RuntimeError(
+            f"TFLite check failed for {path} (quantize={quantize!r}, "
+            f"sparse={sparse}, op_resolver={resolver}): {problem}, on "
+            f"{len(samples)} samples of shape {samples.shape[1:]}.{hint}"
+        )
+    return ExportResult(
+        path=str(path),
+        size_bytes=len(content),
+        gzip_bytes=len(gzip.compress(content, compresslevel=9)),
+        max_abs_error=error,
+        tolerance=tolerance,
+        sparse_tensors=len(sparse_details),
+        quantize=quantize,
+        runtime=_runtime()[2],
+        op_resolver=resolver,
+        default_delegate_error=default_problem,
+    )
+
+
+def tflite_latency(path, runs=1000, warmup=100, num_threads=1, op_resolver="auto", seed=0):
+    """Median single-sample latency of a ``.tflite`` file.
+
+    Invokes the interpreter `warmup` times, then times `runs` invocations one
+    by one (`time.perf_counter` around `invoke` only, on one fixed random
+    input of batch size 1).
+
+    Args:
+        path: the ``.tflite`` file.
+        runs: timed invocations, >= 1.
+        warmup: untimed invocations first, >= 0.
+        num_threads: interpreter threads, >= 1.
+        op_resolver: as in `export_tflite`; ``"auto"`` applies
+            `auto_op_resolver`. Pass `ExportResult.op_resolver` to time what
+            was checked.
+        seed: seed of the random input.
+
+    Returns:
+        A `LatencyResult`.
+
+    Raises:
+        FileNotFoundError: `path` does not exist.
+        ValueError: a bad argument value.
+
+    Example::
+
+        tflite_latency("lenet.tflite").median_s * 1e6  # microseconds
+    """
+    path = _check_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"TFLite file not found: {path}")
+    for name, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("num_threads", num_threads, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(
+                f"Invalid value for argument `{name}`. Expected an int >= {low}. "
+                f"Received: {name}={value!r}"
+            )
+    if op_resolver not in OP_RESOLVERS:
+        raise ValueError(
+            "Invalid value for argument `op_resolver`. Expected one of "
+            f"{OP_RESOLVERS}. Received: op_resolver={op_resolver!r}"
+        )
+    content = path.read_bytes()
+    resolver = auto_op_resolver(content) if op_resolver == "auto" else op_resolver
+    it = _interpreter(content, resolver, num_threads)
+    it.allocate_tensors()
+    (inp,) = it.get_input_details()
+    x = np.random.default_rng(seed).standard_normal(inp["shape"]).astype(np.float32)
+    if np.issubdtype(inp["dtype"], np.integer):
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x * 32), info.min, info.max)
+    it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    for _ in range(warmup):
+        it.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        it.invoke()
+        times.append(time.perf_counter() - start)
+    return LatencyResult(
+        median_s=statistics.median(times),
+        p90_s=float(np.percentile(times, 90)),
+        runs=runs,
+        num_threads=num_threads,
+        op_resolver=resolver,
+        runtime=_runtime()[2],
+    )

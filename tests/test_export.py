@@ -1,0 +1,218 @@
+"""Tests for deephoyer_tf.export: verified (sparse) TFLite export and latency."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import deephoyer_tf
+from deephoyer_tf import export
+from deephoyer_tf import models
+
+WITHOUT_DELEGATES = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+
+
+def _sparsify(model, density, block=1, layers=None, seed=0):
+    """Zeroes kernel entries at random, in runs of `block` along the input axis."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if not hasattr(layer, "kernel") or (layers is not None and layer.name not in layers):
+            continue
+        w, b = layer.get_weights()
+        rows = -(-w.shape[-2] // block)
+        keep = rng.random(w.shape[:-2] + (rows, w.shape[-1])) < density
+        keep = np.repeat(keep, block, axis=-2)[..., : w.shape[-2], :]
+        layer.set_weights([w * keep, b + 0.05])
+    return model
+
+
+def _run_file(path, x, op_resolver="BUILTIN"):
+    it = export._interpreter(open(path, "rb").read(), op_resolver)
+    it.allocate_tensors()
+    (inp,), (out,) = it.get_input_details(), it.get_output_details()
+    ys = []
+    for sample in x:
+        it.set_tensor(inp["index"], sample[np.newaxis])
+        it.invoke()
+        ys.append(it.get_tensor(out["index"])[0])
+    return np.stack(ys)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.default_rng(1).standard_normal((6, 28, 28, 1)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def sparse_mlp():
+    """A ~90% sparse LeNet-300-100 (unstructured)."""
+    return _sparsify(models.lenet_300_100(), density=0.1)
+
+
+@pytest.mark.parametrize("flavour", ["keras", "tf_keras"])
+def test_round_trip_dense_and_sparse(flavour, tmp_path, images):
+    model = models.lenet_300_100(
+        kernel_regularizer=deephoyer_tf.HoyerSquare(1e-4), flavour=flavour
+    )
+    _sparsify(model, density=0.1)
+    dense = export.export_tflite(model, tmp_path / "dense.tflite", sparse=False)
+    sparse = export.export_tflite(model, tmp_path / "sub" / "sparse.tflite")
+    for result in (dense, sparse):
+        assert os.path.getsize(result.path) == result.size_bytes
+        assert 0 < result.gzip_bytes < result.size_bytes
+        assert result.max_abs_error <= result.tolerance
+        assert result.max_abs_error < 1e-5
+        assert result.op_resolver == "BUILTIN" and result.default_delegate_error is None
+        assert result.runtime == "ai_edge_litert"
+        # Independent check on other inputs.
+        np.testing.assert_allclose(
+            _run_file(result.path, images), np.asarray(model(images)), atol=1e-5
+        )
+    assert dense.sparse_tensors == 0 and sparse.sparse_tensors == 3
+    # 10% of the float32 weights plus indices: well under a quarter of dense.
+    assert sparse.size_bytes < 0.25 * dense.size_bytes
+    assert sparse.gzip_bytes < dense.gzip_bytes
+
+
+def test_max_abs_error_is_measured_on_sample_inputs(sparse_mlp, tmp_path, images):
+    result = export.export_tflite(sparse_mlp, tmp_path / "m.tflite", sample_inputs=images)
+    expected = np.max(np.abs(_run_file(result.path, images) - np.asarray(sparse_mlp(images))))
+    assert result.max_abs_error == pytest.approx(float(expected), rel=1e-6, abs=1e-12)
+    reference = np.asarray(sparse_mlp(images))
+    assert result.tolerance == pytest.approx(1e-4 + 1e-4 * np.abs(reference).max())
+
+
+def test_dynamic_range_sparse_1x16_blocks_run_without_xnnpack(tmp_path):
+    """The TF 2.21 case: XNNPACK fails/NaNs; the builtin kernels are right."""
+    # fc1 (784 = 49 * 16 inputs) zero in runs of 16: the converter stores its
+    # int8 weights in 1x16 blocks. fc2/fc3 stay dense.
+    model = _sparsify(models.lenet_300_100(), density=0.1, block=16, layers=["fc1"])
+    dense = export.export_tflite(model, tmp_path / "dense.tflite", sparse=False, quantize="dynamic")
+    result = export.export_tflite(model, tmp_path / "sparse.tflite", quantize="dynamic")
+    (tensor,) = export._sparse_tensors(open(result.path, "rb").read())
+    assert np.dtype(tensor["dtype"]) == np.int8 and tuple(tensor["shape"]) == (300, 784)
+    assert tensor["sparsity_parameters"]["dim_metadata"][-1]["dense_size"] == 16
+    assert result.op_resolver == WITHOUT_DELEGATES
+    assert result.interpreter_options == {"experimental_op_resolver_type": WITHOUT_DELEGATES}
+    assert result.default_delegate_error is not None  # NaN or "failed to prepare"
+    # Same arithmetic as the dense dynamic-range file.
+    assert result.max_abs_error == pytest.approx(dense.max_abs_error, rel=1e-3)
+    assert result.size_bytes < 0.6 * dense.size_bytes
+    # Forcing the default resolver reproduces the problem.
+    with pytest.raises(RuntimeError, match="TFLite check failed .*op_resolver=BUILTIN\\)"):
+        export.export_tflite(model, tmp_path / "x.tflite", quantize="dynamic", op_resolver="BUILTIN")
+
+
+def test_misaligned_1x16_blocks_raise_with_diagnosis(tmp_path):
+    # fc2 has 300 inputs, not a multiple of 16: wrong results under any resolver.
+    model = _sparsify(models.lenet_300_100(), density=0.1, block=16)
+    with pytest.raises(RuntimeError, match=r"fc2.*\(shape \(100, 300\), 1x16 blocks\)"):
+        export.export_tflite(model, tmp_path / "m.tflite", quantize="dynamic")
+    # Float sparse export of the same model is fine.
+    assert export.export_tflite(model, tmp_path / "f.tflite").max_abs_error < 1e-5
+
+
+def test_int8_with_representative_data(tmp_path):
+    model = _sparsify(models.lenet_5(), density=0.1)
+    data = np.random.default_rng(2).standard_normal((32, 28, 28, 1)).astype(np.float32)
+    result = export.export_tflite(
+        model, tmp_path / "int8.tflite", quantize="int8", representative_data=data
+    )
+    assert result.quantize == "int8" and result.sparse_tensors == 4
+    assert result.max_abs_error <= result.tolerance
+    assert result.op_resolver == WITHOUT_DELEGATES and result.default_delegate_error
+    details = export._interpreter(open(result.path, "rb").read(), WITHOUT_DELEGATES)
+    dtypes = {np.dtype(d["dtype"]) for d in details.get_tensor_details()}
+    assert np.dtype(np.int8) in dtypes  # activations and weights quantized
+    # The check used representative samples; a different sample set also agrees.
+    np.testing.assert_allclose(
+        _run_file(result.path, data[16:], WITHOUT_DELEGATES),
+        np.asarray(model(data[16:])),
+        atol=result.tolerance,
+    )
+
+
+def test_int8_callable_representative_dataset(tmp_path, images):
+    model = models.lenet_300_100()
+
+    def representative():
+        for sample in images:
+            yield [sample[np.newaxis]]
+
+    result = export.export_tflite(
+        model, tmp_path / "m.tflite", sparse=False, quantize="int8",
+        representative_data=representative, sample_inputs=images,
+    )
+    assert result.sparse_tensors == 0 and result.op_resolver == "BUILTIN"
+    assert result.max_abs_error <= result.tolerance
+
+
+def test_tolerance_violation_raises(sparse_mlp, tmp_path):
+    with pytest.raises(RuntimeError, match=r"max abs error \S+ > tolerance 0, on 8 samples"):
+        export.export_tflite(sparse_mlp, tmp_path / "m.tflite", quantize="dynamic", atol=0, rtol=0)
+    assert os.path.exists(tmp_path / "m.tflite")
+
+
+def test_tflite_latency(sparse_mlp, tmp_path):
+    path = export.export_tflite(sparse_mlp, tmp_path / "m.tflite").path
+    latency = export.tflite_latency(path, runs=50, warmup=5)
+    assert 0 < latency.median_s <= latency.p90_s < 1.0
+    assert (latency.runs, latency.num_threads, latency.op_resolver) == (50, 1, "BUILTIN")
+    dynamic = export.export_tflite(sparse_mlp, tmp_path / "d.tflite", quantize="dynamic").path
+    assert export.tflite_latency(dynamic, runs=5, warmup=0).op_resolver == WITHOUT_DELEGATES
+    with pytest.raises(FileNotFoundError, match="TFLite file not found"):
+        export.tflite_latency(tmp_path / "none.tflite")
+    with pytest.raises(ValueError, match="Expected an int >= 1. Received: runs=0"):
+        export.tflite_latency(path, runs=0)
+    with pytest.raises(ValueError, match="Received: op_resolver='xnnpack'"):
+        export.tflite_latency(path, op_resolver="xnnpack")
+
+
+def test_bad_arguments(sparse_mlp, tmp_path):
+    p = tmp_path / "m.tflite"
+    with pytest.raises(TypeError, match="Invalid type for argument `model`"):
+        export.export_tflite("model", p)
+    with pytest.raises(TypeError, match="argument `path`.*Received: path=3 of type int"):
+        export.export_tflite(sparse_mlp, 3)
+    with pytest.raises(TypeError, match="argument `sparse`.*Received: sparse=1 of type int"):
+        export.export_tflite(sparse_mlp, p, sparse=1)
+    with pytest.raises(ValueError, match="argument `quantize`.*Received: quantize='float16'"):
+        export.export_tflite(sparse_mlp, p, quantize="float16")
+    with pytest.raises(ValueError, match="quantize='int8'. Received: representative_data=None"):
+        export.export_tflite(sparse_mlp, p, quantize="int8")
+    with pytest.raises(ValueError, match="only used with quantize='int8'. Received it with quantize='dynamic'"):
+        export.export_tflite(sparse_mlp, p, quantize="dynamic", representative_data=np.zeros((1, 28, 28, 1)))
+    with pytest.raises(TypeError, match="argument `representative_data`.*Received: representative_data of type list"):
+        export.export_tflite(sparse_mlp, p, quantize="int8", representative_data=[1, 2])
+    with pytest.raises(ValueError, match="argument `op_resolver`.*Received: op_resolver='XNNPACK'"):
+        export.export_tflite(sparse_mlp, p, op_resolver="XNNPACK")
+    with pytest.raises(ValueError, match="argument `atol`.*Received: atol=-1"):
+        export.export_tflite(sparse_mlp, p, atol=-1)
+    with pytest.raises(ValueError, match=r"argument `sample_inputs`.*\(None, 28, 28, 1\). Received: array of shape \(4, 784\)"):
+        export.export_tflite(sparse_mlp, p, sample_inputs=np.zeros((4, 784)))
+    assert not p.exists()
+
+
+def test_model_with_two_inputs_rejected(tmp_path):
+    import keras
+
+    a, b = keras.Input((3,)), keras.Input((3,))
+    model = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
+    with pytest.raises(ValueError, match="one input and one output. Received: model .* with 2 inputs and 1 outputs"):
+        export.export_tflite(model, tmp_path / "m.tflite")
+
+
+def test_public_names_after_plain_import():
+    code = (
+        "import deephoyer_tf as d; "
+        "assert d.export_tflite is d.export.export_tflite; "
+        "assert callable(d.datasets.load_mnist) and callable(d.models.lenet_5); "
+        "assert 'export_tflite' in d.__all__; "
+        "import os; assert 'TF_USE_LEGACY_KERAS' not in os.environ"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("TF_USE_LEGACY_KERAS", None)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
