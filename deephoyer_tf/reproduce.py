@@ -222,6 +222,10 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
     else:
         model, extra = _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log)
 
+    stages = {"dense": _kernel_arrays(dense), "final": _kernel_arrays(model)}
+    if "regularized_kernels" in extra:
+        stages["regularized"] = extra.pop("regularized_kernels")
+    save_stages(output / "stages.npz", stages)
     report = report_lib.sparsity_report(model)
     validation_accuracy = _accuracy(model, data.x_val, data.y_val)
     test_accuracy = _accuracy(model, data.x_test, data.y_test)  # the final number, once
@@ -291,6 +295,7 @@ def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log
     model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.regularize_epochs,
               validation_data=(data.x_val, data.y_val), callbacks=callbacks, verbose=2)
     regularized_val = _accuracy(model, data.x_val, data.y_val)
+    regularized_kernels = _kernel_arrays(model)
     if recipe.std_ratio is not None:
         ratio = recipe.std_ratio
     else:
@@ -314,6 +319,7 @@ def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log
         "strength": recipe.strength,
         "regularized_validation_accuracy": regularized_val,
         "pruned_nonzero_weights": report.nonzero_weights,
+        "regularized_kernels": regularized_kernels,
     }
 
 
@@ -355,6 +361,23 @@ def _run_magnitude(model_name, dense, data, recipe, log):
     final = build_model(model_name)
     final.set_weights(stripped.get_weights())
     return final, {"target_sparsity": float(target)}
+
+
+def _kernel_arrays(model):
+    return {layer.name: layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")}
+
+
+def save_stages(path, stages):
+    """Saves kernels per stage as ``{stage}/{layer}`` arrays in an `.npz` file.
+
+    Stages: ``dense`` (pretrained), ``regularized`` (after training with the
+    regularizer, before pruning; absent for magnitude pruning), ``final``
+    (after pruning and fine-tuning).
+    """
+    np.savez_compressed(path, **{
+        f"{stage}/{layer}": kernel
+        for stage, kernels in stages.items() for layer, kernel in kernels.items()
+    })
 
 
 def _kernels_of(model):
