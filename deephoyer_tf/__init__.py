@@ -11,6 +11,7 @@ from deephoyer_tf import datasets
 from deephoyer_tf import models
 from deephoyer_tf._layers import supported_types as supported_layer_types
 from deephoyer_tf.attach import regularize
+from deephoyer_tf.layers import GatherUnits
 from deephoyer_tf.callbacks import ThresholdPruning
 from deephoyer_tf.distributed import fit_custom
 from deephoyer_tf.distributed import make_train_step
@@ -26,15 +27,19 @@ from deephoyer_tf.regularizers import HoyerSquare
 from deephoyer_tf.regularizers import strength_variables
 from deephoyer_tf.report import SparsityReport
 from deephoyer_tf.report import sparsity_report
+from deephoyer_tf.surgery import ShrinkSummary
+from deephoyer_tf.surgery import shrink
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DeepHoyerRegularizer",
+    "GatherUnits",
     "GroupHoyerSquare",
     "GroupLasso",
     "Hoyer",
     "HoyerSquare",
+    "ShrinkSummary",
     "SparsityReport",
     "ThresholdPruning",
     "export_tflite",
@@ -43,6 +48,7 @@ __all__ = [
     "make_train_step",
     "prune",
     "regularize",
+    "shrink",
     "sparsity_report",
     "strength_variables",
     "strip_zero_masks",

@@ -189,6 +189,7 @@ class Graph:
     inputs: list
     outputs: list
     ops: list
+    source_inputs: list = dataclasses.field(default_factory=list)  # the model's input tensors
 
     def kernel_ops(self):
         return [op for op in self.ops if op.kind == "kernel"]
@@ -256,7 +257,7 @@ def build_graph(model):
     ops = []
     inputs = [TensorNode(_shape(t)) for t in parts[0]]
     outputs = _inline(model, parts, inputs, "", ops)
-    graph = Graph(model, inputs, outputs, ops)
+    graph = Graph(model, inputs, outputs, ops, list(parts[0]))
     for op in ops:
         _check_op(op)
     return graph
@@ -526,14 +527,17 @@ class Analysis:
 # --- what must be kept physically (surgery) --------------------------------
 
 
-def demand(analysis, needs):
+def demand(analysis, needs, keep_all=frozenset()):
     """Units of each tensor that must exist physically.
 
     Args:
         analysis: an `Analysis`.
         needs: dict kernel `Op` -> Boolean vector of the input units it keeps.
+        keep_all: ops treated as opaque (their inputs and outputs are kept
+            whole), e.g. a Reshape that surgery cannot cut.
 
-    Model outputs keep every unit; a kernel op needs `needs[op]` of its input;
+    Model outputs keep every unit, and so do kernel ops with a unit-mixing
+    activation (softmax); a kernel op needs `needs[op]` of its input;
     channel-wise ops and merges pass demand to their inputs unchanged (merged
     inputs must keep the same units), reshapes map it back to input units,
     concatenations split it, opaque ops need every input unit.
@@ -545,35 +549,42 @@ def demand(analysis, needs):
     for t in graph.outputs:
         result[t] = np.ones(t.units, bool)
     for op in reversed(graph.ops):
+        if op.kind == "kernel" and mixes_units(op.layer):
+            result[op.outputs[0]] = np.ones(op.outputs[0].units, bool)
         outs = [result[t] for t in op.outputs]
         if op.kind == "kernel":
             ins = [needs[op]]
-        elif op.kind == "opaque":
+        elif op.kind == "opaque" or op in keep_all:
             ins = [np.ones(t.units, bool) for t in op.inputs]
+        elif op.kind == "channelwise":
+            ins = [outs[0].copy()]
         else:
-            ins = _flow_backward(op, outs, None) if op.type != "BatchNormalization" else [outs[0].copy()]
+            ins = _flow_backward(op, outs, None)
         for t, x in zip(op.inputs, ins):
             result[t] = result[t] | x
     return result
 
 
-def physical(analysis, demanded):
+def physical(analysis, demanded, keep_all=frozenset()):
     """Units of each tensor present in the shrunk model (a superset of `demanded`).
 
-    Model inputs keep every unit; a kernel op or a merge produces exactly the
-    demanded units (inputs are gathered to fit); channel-wise ops keep their
-    input's units; a reshape keeps the elements of its input's units.
+    Model inputs keep every unit; a kernel op, a merge or a concatenation
+    produces exactly the demanded units (inputs are gathered to fit);
+    channel-wise ops keep their input's units; a reshape keeps the elements of
+    its input's units; opaque ops (and `keep_all`) keep every unit.
     """
     graph = analysis.graph
     result = {t: np.ones(t.units, bool) for t in graph.inputs}
     for op in graph.ops:
         ins = [result[t] for t in op.inputs]
-        if op.kind in ("kernel", "merge", "concat"):
-            outs = [demanded[t].copy() for t in op.outputs]
-        elif op.kind == "opaque":
+        if op.kind == "opaque" or op in keep_all:
             outs = [np.ones(t.units, bool) for t in op.outputs]
+        elif op.kind in ("kernel", "merge", "concat"):
+            outs = [demanded[t].copy() for t in op.outputs]
+        elif op.kind == "channelwise":
+            outs = [ins[0].copy()]
         else:
-            outs = [ins[0].copy()] if op.kind == "channelwise" else _flow_forward(op, ins, None)
+            outs = _flow_forward(op, ins, None)
         for t, x in zip(op.outputs, outs):
             result[t] = x
     return result

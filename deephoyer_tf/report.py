@@ -332,7 +332,6 @@ def _macs(type_, layer, kernels, live_in, live_out, in_shape, out_shape):
         return positions * kpos * n_out, positions * kpos * lo
     if type_.startswith("SeparableConv"):
         depthwise, pointwise = kernels
-        mid = np.zeros(pointwise.shape[-2], bool)
         mult = depthwise.shape[-1]
         dw = np.any(depthwise != 0, axis=tuple(range(depthwise.ndim - 2))).reshape(-1)
         mid = dw & np.repeat(live_in, mult)

@@ -32,12 +32,9 @@ def lenet_300_100(module, seed=0, pixels=353, hidden=(45, 11)):
     weights = []
     for k, name in enumerate(("fc1", "fc2", "fc3")):
         layer = model.get_layer(name)
-        w, b = (x.copy() for x in layer.get_weights())
-        w = rng.normal(0, 0.1, w.shape).astype("float32")
-        block = _sparse_block(rng, len(live[k]), len(live[k + 1]))
-        w[:] = 0
-        w[np.ix_(live[k], live[k + 1])] = block
-        b = rng.normal(0, 0.1, b.shape).astype("float32")
+        w = np.zeros(layer.get_weights()[0].shape, "float32")
+        w[np.ix_(live[k], live[k + 1])] = _sparse_block(rng, len(live[k]), len(live[k + 1]))
+        b = rng.normal(0, 0.1, w.shape[1]).astype("float32")
         weights.append((w, b))
     # A pixel wired only to a dead hidden unit is not live.
     dead_pixel = np.setdiff1d(np.arange(784), live[0])[0]
@@ -132,7 +129,6 @@ def residual_net(module, dead_channel=2, dead_in="both", seed=0):
         if not weights:
             continue
         if layer.name == "bn":
-            gamma, beta, mean, var = weights
             weights = [
                 rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.1, 6),
                 rng.normal(0, 0.1, 6), rng.uniform(0.5, 1.5, 6),
@@ -145,6 +141,49 @@ def residual_net(module, dead_channel=2, dead_in="both", seed=0):
         kernel, bias = layer.get_weights()
         kernel[..., dead_channel] = 0.0
         layer.set_weights([kernel, bias])
+    return model
+
+
+def resnet50_with_dead_filters(module, seed=0, size=64):
+    """keras.applications.ResNet50 (random weights, `size` x `size` input, 10 logits).
+
+    BatchNormalization parameters are randomized, so dead filters emit
+    nonzero constants. Dead units:
+
+    * filters 0-7 of ``*_1_conv`` and 4-9 of ``*_2_conv`` in three bottleneck
+      blocks (constants entering the zero-padded 3x3 ``*_2_conv``: kept
+      unless zero after ReLU; entering the 1x1 ``*_3_conv``: folded);
+    * residual channels 7 and 9 of stage 2, dead in every producer
+      (``conv2_block1_0_conv`` and the three ``conv2_block*_3_conv``): removed;
+    * residual channel 5 of ``conv2_block2_3_conv`` only: kept.
+    """
+    rng = np.random.default_rng(seed)
+    model = module.applications.ResNet50(
+        weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None
+    )
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, n).astype("float32"),
+                rng.normal(0, 0.2, n).astype("float32"),
+                rng.normal(0, 0.2, n).astype("float32"),
+                rng.uniform(0.5, 1.5, n).astype("float32"),
+            ])
+
+    def kill(name, filters):
+        layer = model.get_layer(name)
+        kernel, bias = layer.get_weights()
+        kernel[..., list(filters)] = 0.0
+        layer.set_weights([kernel, bias])
+
+    for block in ("conv2_block1", "conv3_block2", "conv4_block3"):
+        kill(f"{block}_1_conv", range(0, 8))
+        kill(f"{block}_2_conv", range(4, 10))
+    kill("conv2_block2_3_conv", [5])
+    for name in ("conv2_block1_0_conv", "conv2_block1_3_conv", "conv2_block2_3_conv",
+                 "conv2_block3_3_conv"):
+        kill(name, [7, 9])
     return model
 
 
