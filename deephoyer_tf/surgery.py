@@ -305,8 +305,12 @@ def _probe(graph):
 def _fold(op, analysis, values, need, demanded):
     """Bias change for `op`'s kept outputs from the constants of its removed inputs.
 
-    Returns (delta or None, inputs that must be kept because their
-    contribution is not the same at every position, number folded).
+    The contribution of removed input unit ``i`` to kept output ``j`` is
+    ``sum_k v_i[p + k] W[k, i, j]`` at output position ``p`` (``v_i``: the
+    unit's input-independent value). It folds into bias ``j`` when it is the
+    same at every position; otherwise unit ``i`` must be kept.
+
+    Returns (delta or None, inputs that must be kept, number folded).
     """
     t = op.inputs[0]
     keep_out = demanded[op.outputs[0]]
@@ -314,49 +318,67 @@ def _fold(op, analysis, values, need, demanded):
     missing = ~need & ~analysis.fwd[t]
     value = values[t]
     nonzero = np.any(value.reshape(-1, t.units) != 0, axis=0)
-    candidates = missing & nonzero
-    if not candidates.any() or not keep_out.any():
+    units = np.flatnonzero(missing & nonzero)
+    if not len(units) or not keep_out.any():
         return None, forced, 0
-    contribution = _linear(op, value * candidates, keep_out)
-    if _is_constant(contribution):
-        return _per_unit(contribution), forced, int(candidates.sum())
-    for i in np.flatnonzero(candidates):
-        alone = np.zeros(t.units, bool)
-        alone[i] = True
-        if not _is_constant(_linear(op, value * alone, keep_out)):
-            forced[i] = True
-    rest = candidates & ~forced
-    if not rest.any():
-        return None, forced, 0
-    return _per_unit(_linear(op, value * rest, keep_out)), forced, int(rest.sum())
+    kernel = np.asarray(op.layer.get_weights()[0])[..., keep_out]
+    delta = np.zeros(int(keep_out.sum()))
+    folded = 0
+    positions = max(1, int(np.prod(op.outputs[0].shape[:-1])))
+    chunk = max(1, 4_000_000 // (positions * kernel.shape[-1]))
+    for start in range(0, len(units), chunk):
+        part = units[start : start + chunk]
+        per_unit = _unit_contributions(op, value[..., part], kernel[..., part, :])
+        per_unit = per_unit.reshape(-1, len(part), kernel.shape[-1]).astype(np.float64)
+        spread = per_unit.max(axis=0) - per_unit.min(axis=0)
+        scale = np.maximum(1.0, np.abs(per_unit).max(axis=(0, 2)))
+        bad = np.any(spread > 1e-6 * scale[:, None], axis=1)
+        forced[part[bad]] = True
+        delta += per_unit[:, ~bad].mean(axis=0).sum(axis=0)
+        folded += int((~bad).sum())
+    return (delta if folded else None), forced, folded
 
 
-def _linear(op, x, keep_out):
-    """The kernel part of `op` (no bias, no activation) applied to `x`, kept outputs only."""
+def _unit_contributions(op, x, kernel):
+    """Per input unit ``i`` and output ``j``, the kernel part of `op` on ``x[..., i]`` alone.
+
+    Args:
+        x: ``(1, positions..., U)`` input values of U units.
+        kernel: ``(k..., U, n)`` their kernel slices.
+
+    Returns:
+        ``(1, out positions..., U * n)``, channel ``i * n + j``.
+    """
     layer = op.layer
-    kernel = np.asarray(layer.get_weights()[0])[..., keep_out]
     if op.type == "Dense":
-        return np.tensordot(x, kernel, axes=[[-1], [0]])
-    config = layer.get_config()
-    config.update(
-        name=f"{layer.name}_probe", use_bias=False, activation="linear",
-        filters=int(keep_out.sum()), kernel_regularizer=None, activity_regularizer=None,
-    )
-    probe = type(layer).from_config(config)
-    probe.build(x.shape)
-    probe.set_weights([kernel])
-    return np.asarray(probe(x))
+        return x[..., :, None] * kernel[None, ...].reshape((1,) * (x.ndim - 1) + kernel.shape)
+    import tensorflow as tf
 
-
-def _is_constant(contribution):
-    flat = contribution.reshape(-1, contribution.shape[-1]).astype(np.float64)
-    spread = flat.max(axis=0) - flat.min(axis=0)
-    scale = max(1.0, float(np.abs(flat).max()))
-    return bool(np.all(spread <= 1e-6 * scale))
-
-
-def _per_unit(contribution):
-    return contribution.reshape(-1, contribution.shape[-1]).astype(np.float64).mean(axis=0)
+    rank = kernel.ndim - 2
+    strides = tuple(layer.strides)
+    dilations = tuple(layer.dilation_rate)
+    padding = layer.padding
+    x = tf.constant(x, tf.float32)
+    k = tf.constant(kernel, tf.float32)
+    if padding == "causal":
+        x = tf.pad(x, [[0, 0], [dilations[0] * (kernel.shape[0] - 1), 0], [0, 0]])
+        padding = "valid"
+    if rank == 1:  # as a 2D convolution of height 1
+        x, k = x[:, None], k[None]
+        strides, dilations = (1,) + strides, (1,) + dilations
+    if rank <= 2:
+        y = tf.nn.depthwise_conv2d(
+            x, k, strides=(1,) + strides + (1,), padding=padding.upper(), dilations=dilations
+        )
+        if rank == 1:
+            y = y[:, 0]
+        return y.numpy()
+    outs = [
+        tf.nn.convolution(x[..., i : i + 1], k[..., i : i + 1, :], strides=strides,
+                          padding=padding.upper(), dilations=dilations)
+        for i in range(kernel.shape[-2])
+    ]
+    return tf.concat(outs, axis=-1).numpy()
 
 
 # --- rebuilding the model ------------------------------------------------------
