@@ -7,20 +7,35 @@ models by exporting ``model(x, training=False)`` through
 the ``.tflite`` file, then runs the file on sample inputs and compares it with
 the Keras model.
 
-Interpreter options (TF 2.21 / ai-edge-litert 2.3). Under the default op
-resolver, which applies the XNNPACK delegate, files holding *integer* weights
-in sparse format (``quantize="dynamic"`` or ``"int8"`` together with
-``sparse=True``) either fail in `allocate_tensors` ("TfLiteXNNPackDelegate
-failed to prepare", seen for the unstructured CSR format and for full-integer
-models) or run and return NaN (dynamic-range weights in 1x16 blocks, the
-format the converter picks when zeros come in runs of 16). Without the default
-delegates (``experimental_op_resolver_type=BUILTIN_WITHOUT_DEFAULT_DELEGATES``)
-the builtin kernels give correct results, with or without threads. Float
-sparse files and dense files run correctly under XNNPACK. So
-``op_resolver="auto"`` picks ``BUILTIN_WITHOUT_DEFAULT_DELEGATES`` exactly for
-files with integer sparse tensors, and the default (``BUILTIN``) otherwise;
-`ExportResult.interpreter_options` says how to create an interpreter that
-gives the checked results.
+Two problems of TF 2.21 / ai-edge-litert 2.3 are handled here (measured with
+`tests/test_export.py`):
+
+1. Op resolver. Under the default op resolver, which applies the XNNPACK
+   delegate, files holding *integer* weights in sparse format
+   (``quantize="dynamic"`` or ``"int8"`` with ``sparse=True``) either fail in
+   `allocate_tensors` ("TfLiteXNNPackDelegate failed to prepare": unstructured
+   CSR format, and full-integer models) or run and return NaN or garbage
+   (dynamic-range weights in 1x16 blocks, the format the converter picks when
+   zeros come in runs of 16). Without the default delegates
+   (``experimental_op_resolver_type=BUILTIN_WITHOUT_DEFAULT_DELEGATES``) the
+   builtin kernels give the same results as the dense file, with one or more
+   threads. Float sparse files and dense files run correctly under XNNPACK.
+   So ``op_resolver="auto"`` picks ``BUILTIN_WITHOUT_DEFAULT_DELEGATES``
+   exactly for files with integer sparse tensors, and the default
+   (``BUILTIN``) otherwise; `ExportResult.interpreter_options` says how to
+   create an interpreter that gives the checked results.
+2. Block encoding. When the converter stores a weight matrix in 1xB blocks
+   (B = 4 for float, 16 for int8) and its input size is not a multiple of B
+   (LeNet-300-100's ``fc2`` has 300 inputs), it drops the last, partial block
+   of every row: those weights are lost and the file is wrong under every op
+   resolver. `export_tflite` detects such tensors and stores them densely
+   (their data taken from a dense conversion of the same model), with a
+   warning; `ExportResult.stored_dense` names them.
+
+Whether sparse weights also run faster depends on the format the converter
+picks: unstructured (CSR) tensors are read through ``DENSIFY`` ops (smaller
+file, dense speed), block-sparse ones (1x4 float, 1x16 int8) by sparse
+fully-connected kernels.
 """
 
 import contextlib
@@ -67,6 +82,9 @@ class ExportResult:
         default_delegate_error: None when the file also passes the check under
             the default op resolver ``"BUILTIN"`` (XNNPACK); otherwise what
             goes wrong there (always checked).
+        stored_dense: names of tensors kept dense although `sparse=True`,
+            because TFLite's block-sparse encoding of them is wrong (see
+            `export_tflite`).
     """
 
     path: str
@@ -79,6 +97,7 @@ class ExportResult:
     runtime: str
     op_resolver: str
     default_delegate_error: object = None
+    stored_dense: tuple = ()
 
     @property
     def interpreter_options(self):
@@ -155,19 +174,85 @@ def _is_integer(detail):
 
 
 def _misaligned_blocks(sparse):
-    """Integer sparse tensors in 1xB blocks whose last dimension B does not divide.
+    """Sparse tensors in 1xB blocks whose last dimension B does not divide.
 
-    TF 2.21's kernels compute wrong results for these (any op resolver).
+    The TF 2.21 converter drops the trailing partial block of each row of such
+    tensors (float 1x4 or integer 1x16 blocks), so the file computes wrong
+    results under any op resolver.
     """
     bad = []
     for d in sparse:
         params = d["sparsity_parameters"]
-        if not _is_integer(d) or len(params.get("block_map", ())) == 0:
+        if len(params.get("block_map", ())) == 0:
             continue
         block = params["dim_metadata"][-1].get("dense_size")
         if block and d["shape"][-1] % block:
-            bad.append(f"{d['name']} (shape {tuple(int(v) for v in d['shape'])}, 1x{block} blocks)")
+            bad.append(d)
     return bad
+
+
+def _describe(details):
+    return ", ".join(
+        f"{d['name']} (shape {tuple(int(v) for v in d['shape'])}, 1x"
+        f"{d['sparsity_parameters']['dim_metadata'][-1]['dense_size']} blocks)"
+        for d in details
+    )
+
+
+def _store_dense(content, dense_content, names):
+    """Replaces the tensors `names` of `content` by their dense-file versions.
+
+    The two files come from the same model, with and without sparsity, so
+    their operators (DENSIFY aside) correspond one to one; a tensor is matched
+    through the operator and input slot that read it. Returns the new file
+    bytes, or None when a tensor cannot be matched (other operators, shape,
+    type or quantization scales, or read by a DENSIFY op).
+    """
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    def name(tensor):
+        value = tensor.name
+        return value.decode() if isinstance(value, bytes) else value
+
+    def operators(model):
+        ops = [
+            (flatbuffer_utils.opcode_to_name(model, op.opcodeIndex), op)
+            for op in model.subgraphs[0].operators
+        ]
+        return [(kind, op) for kind, op in ops if kind != "DENSIFY"], ops
+
+    def scales(tensor):
+        q = tensor.quantization
+        return None if q is None or q.scale is None else np.asarray(q.scale).tolist()
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    dense = flatbuffer_utils.convert_bytearray_to_object(bytearray(dense_content))
+    (ops, all_ops), (dense_ops, _) = operators(model), operators(dense)
+    if [kind for kind, _ in ops] != [kind for kind, _ in dense_ops]:
+        return None
+    tensors, dense_tensors = model.subgraphs[0].tensors, dense.subgraphs[0].tensors
+    targets = {i for i, t in enumerate(tensors) if name(t) in names}
+    if any(kind == "DENSIFY" and targets & set(op.inputs) for kind, op in all_ops):
+        return None
+    done = set()
+    for (_, op), (_, twin_op) in zip(ops, dense_ops):
+        for slot, index in enumerate(op.inputs):
+            if index not in targets or index in done:
+                continue
+            tensor, twin = tensors[index], dense_tensors[twin_op.inputs[slot]]
+            if (
+                twin.sparsity is not None
+                or list(twin.shape) != list(tensor.shape)
+                or twin.type != tensor.type
+                or scales(twin) != scales(tensor)
+            ):
+                return None
+            model.buffers[tensor.buffer].data = dense.buffers[twin.buffer].data
+            tensor.sparsity = None
+            done.add(index)
+    if done != targets:
+        return None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def auto_op_resolver(content):
@@ -337,6 +422,20 @@ def _compare(content, samples, reference, op_resolver, tolerance):
     return error, None
 
 
+def _verify(content, samples, reference, op_resolver, tolerance):
+    """Checks `content`; returns (error, problem, resolver, default_problem)."""
+    resolver = auto_op_resolver(content) if op_resolver == "auto" else op_resolver
+    error, problem = _compare(content, samples, reference, resolver, tolerance)
+    if resolver == "BUILTIN":
+        default_problem = problem
+    else:
+        _, default_problem = _compare(content, samples, reference, "BUILTIN", tolerance)
+    if problem is not None and op_resolver == "auto" and resolver == "BUILTIN":
+        resolver = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
+        error, problem = _compare(content, samples, reference, resolver, tolerance)
+    return error, problem, resolver, default_problem
+
+
 # ------------------------------------------------------------------ public
 
 
@@ -382,10 +481,15 @@ def export_tflite(
             (see `auto_op_resolver`), ``"BUILTIN"`` (default, XNNPACK),
             ``"BUILTIN_WITHOUT_DEFAULT_DELEGATES"`` or ``"BUILTIN_REF"``. With
             ``"auto"``, when the file fails under ``"BUILTIN"`` the check is
-            repeated without the default delegates, with a warning.
+            repeated without the default delegates.
 
     Returns:
         An `ExportResult`.
+
+    Warns:
+        RuntimeWarning: when tensors are stored densely to avoid the block
+            encoding problem, or when the file is correct only without the
+            default delegates (see the module docstring).
 
     Raises:
         TypeError: `model` is not a Keras model, or another argument has the
@@ -423,44 +527,49 @@ def export_tflite(
         samples = rng.standard_normal((_NUM_SAMPLES,) + shape[1:]).astype(np.float32)
 
     content = _convert(model, sparse, quantize, representative_data, shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-
-    reference = np.asarray(model(samples, training=False), dtype=np.float64)
-    tolerance = atol + rtol * float(np.max(np.abs(reference)))
-    sparse_details = _sparse_tensors(content)
-    resolver = auto_op_resolver(content) if op_resolver == "auto" else op_resolver
-    error, problem = _compare(content, samples, reference, resolver, tolerance)
-    if resolver == "BUILTIN":
-        default_problem = problem
-    else:
-        _, default_problem = _compare(content, samples, reference, "BUILTIN", tolerance)
-    if problem is not None and op_resolver == "auto" and resolver == "BUILTIN":
-        resolver = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
-        error, problem = _compare(content, samples, reference, resolver, tolerance)
-        if problem is None:
+    misaligned = _misaligned_blocks(_sparse_tensors(content)) if sparse else []
+    stored_dense = ()
+    if misaligned:
+        dense = _convert(model, False, quantize, representative_data, shape)
+        repaired = _store_dense(content, dense, {d["name"] for d in misaligned})
+        if repaired is not None:
+            content, stored_dense = repaired, tuple(d["name"] for d in misaligned)
             warnings.warn(
-                f"{path}: the default op resolver (XNNPACK) gives {default_problem}; "
-                "the file is correct with experimental_op_resolver_type="
-                "BUILTIN_WITHOUT_DEFAULT_DELEGATES (see ExportResult.interpreter_options).",
+                f"{path}: stored {_describe(misaligned)} in dense format: the "
+                "TFLite converter drops the last partial block of each row "
+                "when the input size is not a multiple of the block size.",
                 RuntimeWarning,
                 stacklevel=2,
             )
+    reference = np.asarray(model(samples, training=False), dtype=np.float64)
+    tolerance = atol + rtol * float(np.max(np.abs(reference)))
+    error, problem, resolver, default_problem = _verify(
+        content, samples, reference, op_resolver, tolerance
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
     if problem is not None:
         hint = ""
-        misaligned = _misaligned_blocks(sparse_details)
-        if misaligned:
+        if misaligned and not stored_dense:
             hint = (
-                " Known TFLite problem (TF 2.21): integer weights stored in 1x16 "
-                "blocks give wrong results when the layer's input size is not a "
-                f"multiple of 16; here: {', '.join(misaligned)}. Export with "
-                "sparse=False or quantize=None, or give those layers input sizes "
-                "that are multiples of 16."
+                " Known TFLite problem (TF 2.21): weights stored in 1xB blocks "
+                "lose their last partial block when the layer's input size is "
+                f"not a multiple of B; here: {_describe(misaligned)}. Export "
+                "with sparse=False, or give those layers input sizes that are "
+                "multiples of 16."
             )
         raise RuntimeError(
             f"TFLite check failed for {path} (quantize={quantize!r}, "
             f"sparse={sparse}, op_resolver={resolver}): {problem}, on "
             f"{len(samples)} samples of shape {samples.shape[1:]}.{hint}"
+        )
+    if resolver != "BUILTIN" and default_problem is not None and op_resolver == "auto":
+        warnings.warn(
+            f"{path}: under the default op resolver (XNNPACK) the file gives "
+            f"{default_problem}; it is correct with experimental_op_resolver_type="
+            f"{resolver} (see ExportResult.interpreter_options).",
+            RuntimeWarning,
+            stacklevel=2,
         )
     return ExportResult(
         path=str(path),
@@ -468,11 +577,12 @@ def export_tflite(
         gzip_bytes=len(gzip.compress(content, compresslevel=9)),
         max_abs_error=error,
         tolerance=tolerance,
-        sparse_tensors=len(sparse_details),
+        sparse_tensors=len(_sparse_tensors(content)),
         quantize=quantize,
         runtime=_runtime()[2],
         op_resolver=resolver,
         default_delegate_error=default_problem,
+        stored_dense=stored_dense,
     )
 
 

@@ -1,6 +1,7 @@
 """Tests for deephoyer_tf.export: verified (sparse) TFLite export and latency."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -90,11 +91,12 @@ def test_dynamic_range_sparse_1x16_blocks_run_without_xnnpack(tmp_path):
     # int8 weights in 1x16 blocks. fc2/fc3 stay dense.
     model = _sparsify(models.lenet_300_100(), density=0.1, block=16, layers=["fc1"])
     dense = export.export_tflite(model, tmp_path / "dense.tflite", sparse=False, quantize="dynamic")
-    result = export.export_tflite(model, tmp_path / "sparse.tflite", quantize="dynamic")
+    with pytest.warns(RuntimeWarning, match="under the default op resolver"):
+        result = export.export_tflite(model, tmp_path / "sparse.tflite", quantize="dynamic")
     (tensor,) = export._sparse_tensors(open(result.path, "rb").read())
     assert np.dtype(tensor["dtype"]) == np.int8 and tuple(tensor["shape"]) == (300, 784)
     assert tensor["sparsity_parameters"]["dim_metadata"][-1]["dense_size"] == 16
-    assert result.op_resolver == WITHOUT_DELEGATES
+    assert result.op_resolver == WITHOUT_DELEGATES and result.stored_dense == ()
     assert result.interpreter_options == {"experimental_op_resolver_type": WITHOUT_DELEGATES}
     assert result.default_delegate_error is not None  # NaN or "failed to prepare"
     # Same arithmetic as the dense dynamic-range file.
@@ -105,21 +107,61 @@ def test_dynamic_range_sparse_1x16_blocks_run_without_xnnpack(tmp_path):
         export.export_tflite(model, tmp_path / "x.tflite", quantize="dynamic", op_resolver="BUILTIN")
 
 
-def test_misaligned_1x16_blocks_raise_with_diagnosis(tmp_path):
-    # fc2 has 300 inputs, not a multiple of 16: wrong results under any resolver.
+def _block_columns(content, shape):
+    """Block-column indices used by the sparse tensor of `shape`, per the file."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    (tensor,) = [t for t in model.subgraphs[0].tensors if list(t.shape) == list(shape)
+                 and t.sparsity is not None]
+    return np.asarray(tensor.sparsity.dimMetadata[1].arrayIndices.values)
+
+
+def test_partial_blocks_are_stored_dense(tmp_path):
+    # fc2 has 300 inputs, not a multiple of 16: the converter drops the last
+    # partial block (inputs 288..299) of every row.
     model = _sparsify(models.lenet_300_100(), density=0.1, block=16)
-    with pytest.raises(RuntimeError, match=r"fc2.*\(shape \(100, 300\), 1x16 blocks\)"):
+    fc2 = model.get_layer("fc2").get_weights()[0]
+    assert np.count_nonzero(fc2[288:]) > 0
+    raw = export._convert(model, True, "dynamic", None, (None, 28, 28, 1))
+    assert _block_columns(raw, (100, 300)).max() == 300 // 16 - 1  # block 18 is lost
+    dense = export.export_tflite(model, tmp_path / "d.tflite", sparse=False, quantize="dynamic")
+    with pytest.warns(RuntimeWarning) as record:
+        result = export.export_tflite(model, tmp_path / "m.tflite", quantize="dynamic")
+    messages = " | ".join(str(w.message) for w in record)
+    assert re.search(r"fc2.*\(shape \(100, 300\), 1x16 blocks\) in dense format", messages)
+    assert "under the default op resolver (XNNPACK)" in messages
+    assert len(result.stored_dense) == 1 and "fc2" in result.stored_dense[0]
+    assert result.sparse_tensors == 2  # fc1 (int8, 1x16) and fc3 (float, too small to quantize)
+    assert result.max_abs_error == pytest.approx(dense.max_abs_error, rel=1e-3)
+    assert result.size_bytes < dense.size_bytes
+
+
+def test_partial_blocks_float(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((302,)), keras.layers.Dense(64, name="dense")])
+    _sparsify(model, density=0.2, block=4)
+    x = np.random.default_rng(3).standard_normal((8, 302)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match=r"\(shape \(64, 302\), 1x4 blocks\)"):
+        result = export.export_tflite(model, tmp_path / "m.tflite", sample_inputs=x)
+    assert len(result.stored_dense) == 1 and result.max_abs_error < 1e-5
+
+
+def test_partial_blocks_unrepaired_raise_with_diagnosis(tmp_path, monkeypatch):
+    model = _sparsify(models.lenet_300_100(), density=0.1, block=16)
+    monkeypatch.setattr(export, "_store_dense", lambda *args: None)
+    with pytest.raises(RuntimeError, match=r"max abs error .* lose their last partial block .*fc2"):
         export.export_tflite(model, tmp_path / "m.tflite", quantize="dynamic")
-    # Float sparse export of the same model is fine.
-    assert export.export_tflite(model, tmp_path / "f.tflite").max_abs_error < 1e-5
 
 
 def test_int8_with_representative_data(tmp_path):
     model = _sparsify(models.lenet_5(), density=0.1)
     data = np.random.default_rng(2).standard_normal((32, 28, 28, 1)).astype(np.float32)
-    result = export.export_tflite(
-        model, tmp_path / "int8.tflite", quantize="int8", representative_data=data
-    )
+    with pytest.warns(RuntimeWarning, match="failed to prepare"):
+        result = export.export_tflite(
+            model, tmp_path / "int8.tflite", quantize="int8", representative_data=data
+        )
     assert result.quantize == "int8" and result.sparse_tensors == 4
     assert result.max_abs_error <= result.tolerance
     assert result.op_resolver == WITHOUT_DELEGATES and result.default_delegate_error
@@ -160,7 +202,8 @@ def test_tflite_latency(sparse_mlp, tmp_path):
     latency = export.tflite_latency(path, runs=50, warmup=5)
     assert 0 < latency.median_s <= latency.p90_s < 1.0
     assert (latency.runs, latency.num_threads, latency.op_resolver) == (50, 1, "BUILTIN")
-    dynamic = export.export_tflite(sparse_mlp, tmp_path / "d.tflite", quantize="dynamic").path
+    with pytest.warns(RuntimeWarning, match="failed to prepare"):
+        dynamic = export.export_tflite(sparse_mlp, tmp_path / "d.tflite", quantize="dynamic").path
     assert export.tflite_latency(dynamic, runs=5, warmup=0).op_resolver == WITHOUT_DELEGATES
     with pytest.raises(FileNotFoundError, match="TFLite file not found"):
         export.tflite_latency(tmp_path / "none.tflite")
