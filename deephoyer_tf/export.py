@@ -101,19 +101,23 @@ class ExportResult:
 
     @property
     def interpreter_options(self):
-        """Keyword arguments for `Interpreter(...)` that give the checked results.
+        """Interpreter options that give the checked results, by name.
+
+        ``{"experimental_op_resolver_type": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}``
+        means ``Interpreter(..., experimental_op_resolver_type=
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)``.
+        """
+        return {"experimental_op_resolver_type": self.op_resolver}
+
+    def interpreter(self, num_threads=None):
+        """A new interpreter for the file, with the options the check used.
 
         Example::
 
-            from ai_edge_litert import interpreter as litert
-            options = result.interpreter_options
-            it = litert.Interpreter(
-                model_path=result.path,
-                experimental_op_resolver_type=getattr(
-                    litert.OpResolverType, options["experimental_op_resolver_type"]),
-            )
+            it = result.interpreter()
+            it.allocate_tensors()
         """
-        return {"experimental_op_resolver_type": self.op_resolver}
+        return load_interpreter(self.path, self.op_resolver, num_threads)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,6 +175,35 @@ def _sparse_tensors(content):
 
 def _is_integer(detail):
     return np.issubdtype(np.dtype(detail["dtype"]), np.integer)
+
+
+def load_interpreter(path, op_resolver="auto", num_threads=None):
+    """A LiteRT interpreter (`tf.lite.Interpreter` without LiteRT) for a file.
+
+    Args:
+        path: the ``.tflite`` file.
+        op_resolver: one of `OP_RESOLVERS`; ``"auto"`` applies
+            `auto_op_resolver`.
+        num_threads: interpreter threads, or None for the default.
+
+    Returns:
+        An interpreter, tensors not yet allocated.
+    """
+    path = _check_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"TFLite file not found: {path}")
+    _check_op_resolver(op_resolver)
+    content = path.read_bytes()
+    resolver = auto_op_resolver(content) if op_resolver == "auto" else op_resolver
+    return _interpreter(content, resolver, num_threads)
+
+
+def _check_op_resolver(op_resolver):
+    if op_resolver not in OP_RESOLVERS:
+        raise ValueError(
+            "Invalid value for argument `op_resolver`. Expected one of "
+            f"{OP_RESOLVERS}. Received: op_resolver={op_resolver!r}"
+        )
 
 
 def _misaligned_blocks(sparse):
@@ -390,11 +423,7 @@ def _validate(sparse, quantize, representative_data, op_resolver):
             "Invalid value for argument `representative_data`. It is only used "
             f"with quantize='int8'. Received it with quantize={quantize!r}"
         )
-    if op_resolver not in OP_RESOLVERS:
-        raise ValueError(
-            "Invalid value for argument `op_resolver`. Expected one of "
-            f"{OP_RESOLVERS}. Received: op_resolver={op_resolver!r}"
-        )
+    _check_op_resolver(op_resolver)
 
 
 def _check_tolerance(value, name):
@@ -623,11 +652,7 @@ def tflite_latency(path, runs=1000, warmup=100, num_threads=1, op_resolver="auto
                 f"Invalid value for argument `{name}`. Expected an int >= {low}. "
                 f"Received: {name}={value!r}"
             )
-    if op_resolver not in OP_RESOLVERS:
-        raise ValueError(
-            "Invalid value for argument `op_resolver`. Expected one of "
-            f"{OP_RESOLVERS}. Received: op_resolver={op_resolver!r}"
-        )
+    _check_op_resolver(op_resolver)
     content = path.read_bytes()
     resolver = auto_op_resolver(content) if op_resolver == "auto" else op_resolver
     it = _interpreter(content, resolver, num_threads)

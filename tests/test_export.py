@@ -102,6 +102,14 @@ def test_dynamic_range_sparse_1x16_blocks_run_without_xnnpack(tmp_path):
     # Same arithmetic as the dense dynamic-range file.
     assert result.max_abs_error == pytest.approx(dense.max_abs_error, rel=1e-3)
     assert result.size_bytes < 0.6 * dense.size_bytes
+    # The result's interpreter (here with two threads) reproduces the check.
+    it = result.interpreter(num_threads=2)
+    it.allocate_tensors()
+    x = np.random.default_rng(4).standard_normal((1, 28, 28, 1)).astype(np.float32)
+    it.set_tensor(it.get_input_details()[0]["index"], x)
+    it.invoke()
+    y = it.get_tensor(it.get_output_details()[0]["index"])
+    np.testing.assert_allclose(y, np.asarray(model(x)), atol=result.tolerance)
     # Forcing the default resolver reproduces the problem.
     with pytest.raises(RuntimeError, match="TFLite check failed .*op_resolver=BUILTIN\\)"):
         export.export_tflite(model, tmp_path / "x.tflite", quantize="dynamic", op_resolver="BUILTIN")
@@ -211,6 +219,10 @@ def test_tflite_latency(sparse_mlp, tmp_path):
         export.tflite_latency(path, runs=0)
     with pytest.raises(ValueError, match="Received: op_resolver='xnnpack'"):
         export.tflite_latency(path, op_resolver="xnnpack")
+    with pytest.raises(ValueError, match="Received: op_resolver='xnnpack'"):
+        export.load_interpreter(path, op_resolver="xnnpack")
+    with pytest.raises(FileNotFoundError, match="TFLite file not found"):
+        export.load_interpreter(tmp_path / "none.tflite")
 
 
 def test_bad_arguments(sparse_mlp, tmp_path):
