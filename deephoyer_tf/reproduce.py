@@ -6,8 +6,8 @@
 2. Training with the regularizer (`method`), the strength warmed up linearly.
 3. Pruning: ``|w| < std_ratio * std(W)`` set to zero per layer. The std ratio
    is chosen on the validation split: the largest candidate whose validation
-   accuracy right after pruning stays within `tolerance` of the regularized
-   model's; or given (`std_ratio`).
+   accuracy after pruning and a short fine-tune (`select_finetune_epochs`)
+   stays within `tolerance` of the dense model's; or given (`std_ratio`).
 4. Fine-tuning with the penalties off and the zeros held fixed.
 5. The final model's test accuracy (never the best seen during training) and
    its sparsity report.
@@ -65,10 +65,11 @@ class Recipe:
     finetune_epochs: int = 20
     warmup_epochs: int = 5
     learning_rate: float = 1e-3
-    finetune_learning_rate: float = 1e-4
+    finetune_learning_rate: float = 1e-3
     batch_size: int = 128
     std_ratios: tuple = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
     tolerance: float = 0.002
+    select_finetune_epochs: int = 2
     std_ratio: float = None  # fixed instead of chosen on validation
     target_sparsity: float = None  # magnitude only
     train_subset: int = None  # use only the first N training images (quick)
@@ -134,7 +135,10 @@ def build_model(model_name, flavour="keras"):
     return builder[model_name](flavour=flavour)
 
 
-def _compile(model, learning_rate, module=keras):
+def _compile(model, learning_rate, module=keras, decay_steps=None):
+    """Adam with `learning_rate`, cosine-decayed to 0 over `decay_steps` if given."""
+    if decay_steps:
+        learning_rate = module.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(
         optimizer=module.optimizers.Adam(learning_rate),
         loss=module.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -175,17 +179,25 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
 
 
 def select_std_ratio(model, data, recipe, reference, log=print):
-    """Largest candidate std ratio whose pruned validation accuracy is within tolerance.
+    """Largest candidate std ratio whose validation accuracy stays within tolerance.
 
-    Each candidate is tried on a copy of the weights: prune, evaluate on the
-    validation split, restore. `reference` is the validation accuracy to stay
-    within `recipe.tolerance` of.
+    Candidates are tried from the largest down on a copy of the weights:
+    prune, fine-tune `recipe.select_finetune_epochs` epochs with the zeros
+    held fixed and no penalty (0: none), evaluate on the validation split. The
+    first whose accuracy is at least ``reference - recipe.tolerance`` wins.
+    The original weights are restored after each try.
     """
     saved = model.get_weights()
+    x_train, y_train = _training_arrays(data, recipe)
     chosen = None
     for ratio in sorted(recipe.std_ratios, reverse=True):
         report = pruning.prune(model, std_ratio=ratio)
-        accuracy = _accuracy(model, data.x_val, data.y_val)
+        trial = model
+        if recipe.select_finetune_epochs:
+            trial = _finetune_copy(model, recipe, recipe.select_finetune_epochs, len(x_train))
+            trial.fit(x_train, y_train, batch_size=recipe.batch_size,
+                      epochs=recipe.select_finetune_epochs, verbose=0)
+        accuracy = _accuracy(trial, data.x_val, data.y_val)
         model.set_weights(saved)
         log(f"[select] std_ratio={ratio:g}: val acc {accuracy:.4f}, "
             f"nonzero {report.nonzero_weights}, MACs {report.macs}")
@@ -196,6 +208,19 @@ def select_std_ratio(model, data, recipe, reference, log=print):
         chosen = min(recipe.std_ratios)
         log(f"[select] no candidate within tolerance; using the smallest, {chosen:g}")
     return chosen
+
+
+def _finetune_copy(model, recipe, epochs, train_size):
+    """A compiled copy of `model` without penalties, its zeros held fixed.
+
+    Its learning rate decays from `recipe.finetune_learning_rate` to 0 along
+    a cosine over `epochs` epochs of `train_size` images.
+    """
+    plain = keras.models.clone_model(model, clone_function=_without_regularizers)
+    plain.set_weights(model.get_weights())
+    steps = epochs * int(np.ceil(train_size / recipe.batch_size))
+    _compile(plain, recipe.finetune_learning_rate, decay_steps=steps)
+    return masks.fix_zeros(plain)
 
 
 def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=None,
@@ -299,17 +324,13 @@ def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log
     if recipe.std_ratio is not None:
         ratio = recipe.std_ratio
     else:
-        reference = max(regularized_val, dense_val)
+        reference = dense_val
         ratio = select_std_ratio(model, data, recipe, reference, log)
     report = pruning.prune(model, std_ratio=ratio)
     log(f"[prune] std_ratio {ratio:g}: {report.nonzero_weights} nonzero of {report.total_weights}")
 
     # Fine-tune: a plain copy of the architecture (no penalty), zeros fixed.
-    plain = keras.models.clone_model(
-        model, clone_function=lambda layer: _without_regularizers(layer))
-    plain.set_weights(model.get_weights())
-    _compile(plain, recipe.finetune_learning_rate)
-    plain = masks.fix_zeros(plain)
+    plain = _finetune_copy(model, recipe, recipe.finetune_epochs, len(x_train))
     log(f"[finetune] {recipe.finetune_epochs} epochs, zeros fixed")
     plain.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.finetune_epochs,
               validation_data=(data.x_val, data.y_val), verbose=2)
