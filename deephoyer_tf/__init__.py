@@ -27,6 +27,7 @@ from deephoyer_tf.regularizers import HoyerSquare
 from deephoyer_tf.regularizers import strength_variables
 from deephoyer_tf.report import SparsityReport
 from deephoyer_tf.report import sparsity_report
+from deephoyer_tf.schedules import StrengthSchedule
 from deephoyer_tf.surgery import ShrinkSummary
 from deephoyer_tf.surgery import shrink
 
@@ -41,6 +42,7 @@ __all__ = [
     "HoyerSquare",
     "ShrinkSummary",
     "SparsityReport",
+    "StrengthSchedule",
     "ThresholdPruning",
     "export_tflite",
     "fit_custom",
