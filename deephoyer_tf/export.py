@@ -646,7 +646,8 @@ def tflite_latency(path, runs=1000, warmup=100, num_threads=1, op_resolver="auto
     path = _check_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"TFLite file not found: {path}")
-    for name, value, low in (("runs", runs, 1), ("warmup", warmup, 0), ("num_threads", num_threads, 1)):
+    limits = (("runs", runs, 1), ("warmup", warmup, 0), ("num_threads", num_threads, 1))
+    for name, value, low in limits:
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(
                 f"Invalid value for argument `{name}`. Expected an int >= {low}. "
