@@ -21,7 +21,8 @@ class ThresholdPruning(keras.callbacks.Callback):
        ``t = threshold``, per layer if dicts);
     2. switches the penalties off: every strength variable of the DeepHoyer
        regularizers of the model is set to 0
-       (`deephoyer_tf.strength_variables`);
+       (`deephoyer_tf.strength_variables`), again at the start of every later
+       epoch (so put it after any strength schedule in the callback list);
     3. holds the zeros fixed for the rest of training, with the same in-place
        masking constraints as `deephoyer_tf.fix_zeros` on Keras 3 (also on
        tf_keras: a callback cannot swap the model), and makes `fit` retrace its
@@ -85,9 +86,14 @@ class ThresholdPruning(keras.callbacks.Callback):
         self.active = False
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self.active or epoch < self.at_epoch:
+        if epoch < self.at_epoch:
             return
         model = self.model
+        if self.active:
+            # Again at every epoch: a strength schedule earlier in the
+            # callback list may have set the strengths since.
+            _switch_off(model)
+            return
         if epoch == self.at_epoch:
             self.report = pruning.prune(
                 model, std_ratio=self.std_ratio, threshold=self.threshold
@@ -96,8 +102,7 @@ class ThresholdPruning(keras.callbacks.Callback):
         else:
             self.report = pruning.report(model)
             what = f"resumed at epoch {epoch + 1}: existing zeros held, not pruned again"
-        for variable in regularizers.strength_variables(model):
-            variable.assign(0.0)
+        _switch_off(model)
         masks.hold_zeros(model)  # also makes the train step retrace
         self.active = True
         if self.verbose:
@@ -114,3 +119,8 @@ class ThresholdPruning(keras.callbacks.Callback):
 
     def _implements_predict_batch_hooks(self):
         return False
+
+
+def _switch_off(model):
+    for variable in regularizers.strength_variables(model):
+        variable.assign(0.0)

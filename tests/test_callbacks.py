@@ -68,13 +68,27 @@ def recorder(module, model):
     return Record()
 
 
+def strength_schedule(module, model):
+    """A constant strength schedule: sets the strengths at every epoch start."""
+
+    class Schedule(module.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            for variable in deephoyer_tf.strength_variables(model):
+                variable.assign(1e-2)
+
+    return Schedule()
+
+
 @pytest.mark.parametrize("module", FLAVOURS)
 def test_three_stages_in_one_fit(module, capsys):
     model = make_model(module)
     model.compile(optimizer=module.optimizers.Adam(0.02), loss="mse")
     pruner = deephoyer_tf.ThresholdPruning(at_epoch=2, std_ratio=0.5)
     record = recorder(module, model)
-    model.fit(X, Y, batch_size=16, epochs=4, verbose=0, callbacks=[pruner, record])
+    model.fit(
+        X, Y, batch_size=16, epochs=4, verbose=0,
+        callbacks=[strength_schedule(module, model), pruner, record],
+    )
 
     assert record.strengths[0] == record.strengths[1] == [float(np.float32(1e-2))] * 2
     assert record.strengths[2] == record.strengths[3] == [0.0, 0.0]
