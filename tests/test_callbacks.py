@@ -186,6 +186,44 @@ def test_mirrored_strategy_or_jit_compile(two_cpus, mirrored, jit_compile):
     assert pruner.report.nonzero_weights < pruner.report.total_weights
 
 
+def test_mnist_three_stages(mnist_dir, capsys):
+    """Acceptance: a small MNIST run through fit with ThresholdPruning."""
+    from deephoyer_tf.datasets import load_mnist
+    from deephoyer_tf.models import lenet_300_100
+
+    data = load_mnist(mnist_dir)
+    x, y = data.x_train[:4096], data.y_train[:4096]
+    model = lenet_300_100(deephoyer_tf.HoyerSquare(1e-4))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    pruner = deephoyer_tf.ThresholdPruning(at_epoch=2, std_ratio=0.5)
+
+    class Watch(keras.callbacks.Callback):
+        zeros, moved = None, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if pruner.active and self.zeros is None:
+                self.zeros = [l.kernel.numpy() == 0 for l in model.layers if hasattr(l, "kernel")]
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.zeros is not None:
+                kernels = [l.kernel.numpy() for l in model.layers if hasattr(l, "kernel")]
+                self.moved += sum(int(np.any(k[z] != 0)) for k, z in zip(kernels, self.zeros))
+
+    watch = Watch()
+    model.fit(x, y, batch_size=256, epochs=4, verbose=0, callbacks=[pruner, watch])
+    assert watch.zeros is not None and watch.moved == 0
+    final = deephoyer_tf.sparsity_report(model)
+    assert final.nonzero_weights == pruner.report.nonzero_weights < final.total_weights
+    _, accuracy = model.evaluate(data.x_test[:2000], data.y_test[:2000], verbose=0)
+    assert accuracy > 0.85
+    printed = capsys.readouterr().out
+    assert "Structure:" in printed and str(pruner.report) in printed
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
