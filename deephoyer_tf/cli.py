@@ -147,6 +147,20 @@ def build_parser():
 
     p = sub.add_parser("plot", help="the paper's figures from runs")
     p.set_defaults(func=_plot)
+    plot = p.add_subparsers(dest="plot_command", required=True)
+    q = plot.add_parser("histograms", help="nonzero weights per layer and stage (Figures 3, 4)")
+    q.add_argument("source", help="a reproduce output folder or its stages.npz")
+    q.add_argument("--out", help="PNG to write (default: histograms.png beside the source)")
+    q = plot.add_parser("descent", help="gradient descent on Hoyer-Square (Figure 2)")
+    q.add_argument("--out", default="descent-path.png", help="PNG to write")
+    q.add_argument("--dim", type=int, default=20)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--steps", type=int, default=2000)
+    q.add_argument("--learning-rate", type=float, default=2e-3)
+    q = plot.add_parser("pareto", help="test accuracy against size, from results.json files")
+    q.add_argument("results", nargs="+", help="results.json files or run folders")
+    q.add_argument("--metric", choices=["nonzero_weights", "macs"], default="nonzero_weights")
+    q.add_argument("--out", default="pareto.png", help="PNG to write")
     return parser
 
 
