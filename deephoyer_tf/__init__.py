@@ -28,6 +28,7 @@ from deephoyer_tf.regularizers import strength_variables
 from deephoyer_tf.report import SparsityReport
 from deephoyer_tf.report import sparsity_report
 from deephoyer_tf.schedules import StrengthSchedule
+from deephoyer_tf.summaries import SparsitySummaries
 from deephoyer_tf.surgery import ShrinkSummary
 from deephoyer_tf.surgery import shrink
 
@@ -42,6 +43,7 @@ __all__ = [
     "HoyerSquare",
     "ShrinkSummary",
     "SparsityReport",
+    "SparsitySummaries",
     "StrengthSchedule",
     "ThresholdPruning",
     "export_tflite",

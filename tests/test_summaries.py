@@ -169,7 +169,7 @@ def test_nested_model_tags_and_write_outside_fit(tmp_path):
     w = kernel.numpy()
     w[:, 1] = 0.0
     kernel.assign(w)
-    callback = summaries.SparsitySummaries(tmp_path)
+    callback = deephoyer_tf.SparsitySummaries(tmp_path)  # exported
     callback.set_model(model)
     written = callback.write(step=7)
     steps, _ = read_events(tmp_path)
