@@ -2,7 +2,8 @@
 
 `run(model_name, method, ...)` is what ``deephoyer-tf reproduce`` calls:
 
-1. Dense pretraining (cached in `cache_dir`, reused by later runs).
+1. Dense pretraining, Adam with a cosine-decayed learning rate (cached in
+   `cache_dir`, reused by later runs).
 2. Training with the regularizer (`method`), the strength warmed up linearly.
 3. Pruning: ``|w| < std_ratio * std(W)`` set to zero per layer. The std ratio
    is chosen on the validation split: the largest candidate whose validation
@@ -60,9 +61,9 @@ class Recipe:
     """Hyperparameters of one reproduction run (all overridable)."""
 
     strength: float = 1e-4
-    pretrain_epochs: int = 20
-    regularize_epochs: int = 50
-    finetune_epochs: int = 20
+    pretrain_epochs: int = 30
+    regularize_epochs: int = 30
+    finetune_epochs: int = 15
     warmup_epochs: int = 5
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 1e-3
@@ -76,19 +77,21 @@ class Recipe:
     seed: int = 0
 
 
+_LENET5 = dict(pretrain_epochs=12, regularize_epochs=25, finetune_epochs=10, select_finetune_epochs=1)
+
 RECIPES = {
-    ("lenet-300-100", "hs"): Recipe(strength=1e-4),
-    ("lenet-300-100", "hoyer"): Recipe(strength=1e-3),
-    ("lenet-300-100", "group-hs"): Recipe(strength=1e-3),
-    ("lenet-300-100", "l1"): Recipe(strength=1e-5),
-    ("lenet-300-100", "group-lasso"): Recipe(strength=1e-4),
+    ("lenet-300-100", "hs"): Recipe(strength=3e-4),
+    ("lenet-300-100", "hoyer"): Recipe(strength=3e-3),
+    ("lenet-300-100", "group-hs"): Recipe(strength=1e-2),
+    ("lenet-300-100", "l1"): Recipe(strength=3e-5),
+    ("lenet-300-100", "group-lasso"): Recipe(strength=3e-4),
     ("lenet-300-100", "magnitude"): Recipe(),
-    ("lenet-5", "hs"): Recipe(strength=1e-4, pretrain_epochs=10, regularize_epochs=30, finetune_epochs=10),
-    ("lenet-5", "hoyer"): Recipe(strength=1e-3, pretrain_epochs=10, regularize_epochs=30, finetune_epochs=10),
-    ("lenet-5", "group-hs"): Recipe(strength=1e-3, pretrain_epochs=10, regularize_epochs=30, finetune_epochs=10),
-    ("lenet-5", "l1"): Recipe(strength=1e-5, pretrain_epochs=10, regularize_epochs=30, finetune_epochs=10),
-    ("lenet-5", "group-lasso"): Recipe(strength=1e-4, pretrain_epochs=10, regularize_epochs=30, finetune_epochs=10),
-    ("lenet-5", "magnitude"): Recipe(pretrain_epochs=10, regularize_epochs=30, finetune_epochs=10),
+    ("lenet-5", "hs"): Recipe(strength=3e-4, **_LENET5),
+    ("lenet-5", "hoyer"): Recipe(strength=3e-3, **_LENET5),
+    ("lenet-5", "group-hs"): Recipe(strength=1e-2, **_LENET5),
+    ("lenet-5", "l1"): Recipe(strength=3e-5, **_LENET5),
+    ("lenet-5", "group-lasso"): Recipe(strength=3e-4, **_LENET5),
+    ("lenet-5", "magnitude"): Recipe(**_LENET5),
 }
 
 QUICK = dict(
@@ -159,7 +162,7 @@ def _training_arrays(data, recipe):
 
 def pretrained(model_name, data, recipe, cache_dir, log=print):
     """The dense model: loaded from `cache_dir` if trained before, else trained."""
-    key = f"{model_name}-dense-e{recipe.pretrain_epochs}-b{recipe.batch_size}-s{recipe.seed}"
+    key = f"{model_name}-dense-cos-e{recipe.pretrain_epochs}-b{recipe.batch_size}-s{recipe.seed}"
     if recipe.train_subset:
         key += f"-n{recipe.train_subset}"
     path = pathlib.Path(cache_dir) / f"{key}.keras"
@@ -168,8 +171,9 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
         return keras.models.load_model(path), 0
     keras.utils.set_random_seed(recipe.seed)
     model = build_model(model_name)
-    _compile(model, recipe.learning_rate)
     x, y = _training_arrays(data, recipe)
+    steps = recipe.pretrain_epochs * int(np.ceil(len(x) / recipe.batch_size))
+    _compile(model, recipe.learning_rate, decay_steps=steps)
     log(f"[pretrain] {model_name}: {recipe.pretrain_epochs} epochs")
     model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.pretrain_epochs,
               validation_data=(data.x_val, data.y_val), verbose=2)
