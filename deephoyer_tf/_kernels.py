@@ -112,10 +112,6 @@ def _components(variable):
     return [variable]
 
 
-def get_constraint(variable):
-    return variable.constraint
-
-
 def set_constraint(variable, constraint):
     """Sets the constraint the optimizers apply to `variable` after each update."""
     if isinstance(variable, keras.Variable):

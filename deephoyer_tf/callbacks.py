@@ -7,6 +7,7 @@ import keras
 from deephoyer_tf import masks
 from deephoyer_tf import pruning
 from deephoyer_tf import regularizers
+from deephoyer_tf.report import sparsity_report
 
 
 class ThresholdPruning(keras.callbacks.Callback):
@@ -100,7 +101,7 @@ class ThresholdPruning(keras.callbacks.Callback):
             )
             what = f"pruned at the start of epoch {epoch + 1}"
         else:
-            self.report = pruning.report(model)
+            self.report = sparsity_report(model)
             what = f"resumed at epoch {epoch + 1}: existing zeros held, not pruned again"
         _switch_off(model)
         masks.hold_zeros(model)  # also makes the train step retrace

@@ -21,7 +21,6 @@ import numbers
 import keras
 import tensorflow as tf
 
-from deephoyer_tf import _kernels
 
 
 def _per_example(loss_fn, y_true, y_pred):
@@ -99,7 +98,7 @@ def make_train_step(model, optimizer, loss, strategy=None, *, jit_compile=False)
 
 
 def _constraints_signature(model):
-    return tuple(id(_kernels.get_constraint(v)) for v in model.trainable_variables)
+    return tuple(id(v.constraint) for v in model.trainable_variables)
 
 
 def fit_custom(

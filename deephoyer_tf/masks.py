@@ -76,7 +76,7 @@ def refresh_masks(ref):
     any, to ``mask * (w != 0)``, so new zeros are held as well.
     """
     masks = []
-    constraint = _kernels.get_constraint(ref.variable)
+    constraint = ref.variable.constraint
     if isinstance(constraint, ZeroMask):
         masks.append(constraint.mask)
     tfmot_mask = ref.tfmot_mask()
@@ -99,25 +99,24 @@ def hold_zeros(model, layer_types=None):
     refs = _kernels.model_kernels(model, types)
     with _kernels.strategy_scope(model):
         for ref in refs:
-            constraint = _kernels.get_constraint(ref.variable)
-            if isinstance(constraint, ZeroMask):
-                refresh_masks(ref)
-                continue
-            mask = ref.tfmot_mask()
-            if mask is not None:
-                # Keep TFMOT's mask, drop the zeros made since; a mask loaded
-                # from a file may hold zeros the weights do not have yet.
-                mask.assign(mask * _nonzero(ref.variable, mask.dtype))
+            constraint = ref.variable.constraint
+            if not isinstance(constraint, ZeroMask):
+                mask = ref.tfmot_mask()
+                if mask is None:
+                    mask = tf.Variable(
+                        _nonzero(ref.variable, ref.variable.dtype),
+                        trainable=False,
+                        name="zero_mask",
+                    )
+                _kernels.set_constraint(ref.variable, ZeroMask(mask, constraint))
+            refresh_masks(ref)
+            tfmot_mask = ref.tfmot_mask()
+            if tfmot_mask is not None:
+                # A TFMOT mask (loaded from a file, say) may hold zeros the
+                # weights do not have yet.
                 ref.variable.assign(
-                    tf.convert_to_tensor(ref.variable) * tf.cast(mask, ref.variable.dtype)
+                    tf.convert_to_tensor(ref.variable) * tf.cast(tfmot_mask, ref.variable.dtype)
                 )
-            else:
-                mask = tf.Variable(
-                    _nonzero(ref.variable, ref.variable.dtype),
-                    trainable=False,
-                    name="zero_mask",
-                )
-            _kernels.set_constraint(ref.variable, ZeroMask(mask, constraint))
     _kernels.retrace(model)
     return model
 
@@ -129,7 +128,7 @@ def release_zeros(model):
     """
     count = 0
     for ref in _kernels.model_kernels(model, _layers.supported_types()):
-        constraint = _kernels.get_constraint(ref.variable)
+        constraint = ref.variable.constraint
         if isinstance(constraint, ZeroMask):
             _kernels.set_constraint(ref.variable, constraint.previous)
             count += 1
@@ -238,12 +237,12 @@ def strip_zero_masks(model):
 
 def is_fixed(variable):
     """True when `variable` carries a `ZeroMask` constraint."""
-    return isinstance(_kernels.get_constraint(variable), ZeroMask)
+    return isinstance(variable.constraint, ZeroMask)
 
 
 def mask_of(variable):
     """The 0/1 mask (NumPy) held on `variable`, or None."""
-    constraint = _kernels.get_constraint(variable)
+    constraint = variable.constraint
     if not isinstance(constraint, ZeroMask):
         return None
     return np.asarray(tf.convert_to_tensor(constraint.mask))

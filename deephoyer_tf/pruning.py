@@ -17,6 +17,7 @@ import numpy as np
 from deephoyer_tf import _kernels
 from deephoyer_tf import _models
 from deephoyer_tf import masks
+from deephoyer_tf.report import sparsity_report
 
 
 def _check_value(value, name, label):
@@ -61,12 +62,6 @@ def check_rule(std_ratio, threshold):
             checked[key] = _check_value(item, name, f"{name}[{key!r}]")
         return name, checked
     return name, _check_value(value, name, name)
-
-
-def _threshold(values, rule, value):
-    if rule == "std_ratio":
-        return value * float(np.std(values))
-    return value
 
 
 def prune(model, std_ratio=None, threshold=None, *, biases=False, layer_types=None):
@@ -142,17 +137,10 @@ def prune(model, std_ratio=None, threshold=None, *, biases=False, layer_types=No
             if bias is not None:
                 _prune_variable(bias, rule, layer_value)
         pruned_layers.add(id(ref.layer))
-    return report(model)
-
-
-def report(model):
-    """``deephoyer_tf.sparsity_report(model)`` (imported lazily: a sibling module)."""
-    from deephoyer_tf.report import sparsity_report
-
     return sparsity_report(model)
 
 
 def _prune_variable(variable, rule, value):
     weights = np.asarray(variable.numpy())
-    t = _threshold(weights, rule, value)
+    t = value * float(np.std(weights)) if rule == "std_ratio" else value
     variable.assign(np.where(np.abs(weights) < t, np.zeros_like(weights), weights))
