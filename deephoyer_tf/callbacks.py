@@ -41,7 +41,10 @@ class ThresholdPruning(keras.callbacks.Callback):
 
     The masks stay on the model after `fit`; `deephoyer_tf.strip_zero_masks`
     removes them. Works with Keras 3 and tf_keras `fit`, under
-    `tf.distribute` strategies and with ``jit_compile=True``.
+    `tf.distribute` strategies, with ``jit_compile=True``, and with
+    `deephoyer_tf.fit_custom`. (Keras 3 `fit` with both `MirroredStrategy` over
+    logical CPU devices and ``jit_compile=True`` fails in Keras itself, with or
+    without this callback: TF 2.21, Keras 3.15.)
 
     Args:
         at_epoch: int >= 0, the (0-based) epoch at whose start to prune.

@@ -104,6 +104,9 @@ def test_three_stages_in_one_fit(module, capsys):
     printed = capsys.readouterr().out
     assert "ThresholdPruning: pruned at the start of epoch 3" in printed
     assert str(pruner.report) in printed
+    # In place on both flavours, so strip gives the same model back, unmasked.
+    assert deephoyer_tf.strip_zero_masks(model) is model
+    assert not any(masks.is_fixed(model.get_layer(n).kernel) for n in ("fc1", "fc2"))
 
 
 def test_resumed_fine_tuning_keeps_its_zeros(tmp_path, monkeypatch):
