@@ -99,7 +99,8 @@ def prune(model, std_ratio=None, threshold=None, *, biases=False, layer_types=No
     Example: a Dense kernel ``[[0.1, -2.0], [0.5, 3.0]]`` with
     ``threshold=0.6`` becomes ``[[0, -2.0], [0, 3.0]]``::
 
-        report = deephoyer_tf.prune(model, std_ratio=0.5)
+        deephoyer_tf.prune(model, threshold=0.6)
+        report = deephoyer_tf.prune(model, std_ratio={"fc1": 0.5, "fc2": 0.25})
         print(report)
     """
     _models.check_model(model)
@@ -118,7 +119,7 @@ def prune(model, std_ratio=None, threshold=None, *, biases=False, layer_types=No
             raise ValueError(
                 f"Invalid value for argument `{rule}`. Expected a dict keyed "
                 f"by names of layers of types {list(types)} in the model: "
-                f"{sorted(ref.layer.name for ref in refs)}. Received unknown "
+                f"{sorted({ref.layer.name for ref in refs})}. Received unknown "
                 f"names: {unknown}"
             )
     pruned_layers = set()
