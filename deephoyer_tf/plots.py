@@ -99,7 +99,7 @@ def _check_stages(stages):
             )
 
 
-def weight_histograms(stages, path, bins=80, log=True, title=None):
+def weight_histograms(stages, path, bins=80, log=True, shared_bins=False, title=None):
     """Histograms of the nonzero kernel weights of each layer at each stage.
 
     The paper's Figures 3 and 4: one row per layer, one column per stage
@@ -107,7 +107,9 @@ def weight_histograms(stages, path, bins=80, log=True, title=None):
     other). Each panel counts the elements ``w != 0`` of the layer's kernel,
     with bins shared by the stages of a layer, and names how many of the
     kernel's weights are nonzero. Zeros are left out: after pruning they
-    would be a single bar dwarfing the rest.
+    would be a single bar dwarfing the rest. Each panel has its own range
+    (the scale of the weights may change a hundredfold between stages)
+    unless `shared_bins`.
 
     Args:
         stages: dict ``{stage: {layer: kernel ndarray}}``, e.g. from
@@ -116,6 +118,8 @@ def weight_histograms(stages, path, bins=80, log=True, title=None):
         bins: number of bins per layer (default 80).
         log: counts on a log scale (default True): regularized kernels hold
             many tiny weights next to a few large ones.
+        shared_bins: the same bins for every stage of a layer (default
+            False).
         title: optional figure title.
 
     Returns:
@@ -140,7 +144,7 @@ def weight_histograms(stages, path, bins=80, log=True, title=None):
         present = {s: np.asarray(stages[s][layer]) for s in order if layer in stages[s]}
         nonzero = {s: w[w != 0].astype(np.float64).reshape(-1) for s, w in present.items()}
         pooled = np.concatenate(list(nonzero.values()))
-        edges = np.histogram_bin_edges(pooled if pooled.size else [-1.0, 1.0], bins=bins)
+        shared = np.histogram_bin_edges(pooled if pooled.size else [-1.0, 1.0], bins=bins)
         for col, stage in enumerate(order):
             ax = axes[row][col]
             heading = f"{layer}: {_STAGE_TITLES.get(stage, stage)}"
@@ -154,6 +158,7 @@ def weight_histograms(stages, path, bins=80, log=True, title=None):
             ax.set_title(f"{heading}\n{values.size:,} of {size:,} nonzero "
                          f"({100 * values.size / size:.2f}%)", fontsize=9)
             if values.size:
+                edges = shared if shared_bins else np.histogram_bin_edges(values, bins=bins)
                 ax.hist(values, bins=edges, color=f"C{col}", log=log)
             ax.tick_params(labelsize=7)
             if row == len(layers) - 1:

@@ -48,12 +48,14 @@ def write_results(folder, **fields):
 # --- histograms -------------------------------------------------------------
 
 
-def test_weight_histograms_one_row_per_layer_one_column_per_stage(tmp_path):
+@pytest.mark.parametrize("shared_bins", [False, True])
+def test_weight_histograms_one_row_per_layer_one_column_per_stage(tmp_path, shared_bins):
     stages = make_stages()
     # Given out of order, with a stage lacking a layer: columns in pipeline order.
     stages = {"final": stages["final"], "dense": stages["dense"],
               "regularized": {"fc1": stages["regularized"]["fc1"]}}
-    path = plots.weight_histograms(stages, tmp_path / "sub" / "h.png", title="t")
+    path = plots.weight_histograms(stages, tmp_path / "sub" / "h.png", title="t",
+                                   shared_bins=shared_bins)
     assert path == str(tmp_path / "sub" / "h.png")
     assert read_png(path) == (round((2.3 * 2 + 0.4) * DPI), round(3.3 * 3 * DPI))
 
