@@ -30,7 +30,7 @@ def env(tmp_path_factory):
 @pytest.fixture(scope="module")
 def quick_hs(tmp_path_factory, mnist_dir, env):
     out = tmp_path_factory.mktemp("out")
-    stdout = _cli("reproduce", "lenet-300-100", "--method", "hs", "--quick",
+    stdout = _cli("reproduce", "lenet-300-100", "--method", "hs", "--quick", "--plots",
                   "--data-dir", mnist_dir, "--output", str(out), env=env)
     return out, stdout
 
@@ -54,6 +54,21 @@ def test_reproduce_quick_writes_results(quick_hs):
     # Progress, the paper-format table with the paper's row, accuracy and wall time.
     assert "[regularize]" in stdout and "[finetune]" in stdout
     assert "paper" in stdout and "98.40%" in stdout and "wall time" in stdout
+
+
+def test_reproduce_quick_plots_writes_the_histograms(quick_hs):
+    import numpy as np
+
+    from deephoyer_tf import plots
+
+    out, _ = quick_hs
+    png = (out / "histograms.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    stages = plots.load_stages(out)
+    assert list(stages) == ["dense", "regularized", "final"]
+    results = json.loads((out / "results.json").read_text())
+    assert sum(np.count_nonzero(k) for k in stages["final"].values()) == results["nonzero_weights"]
+    assert [k.shape for k in stages["dense"].values()] == [(784, 300), (300, 100), (100, 10)]
 
 
 def test_report_of_the_saved_model_matches_results(quick_hs, env):

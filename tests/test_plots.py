@@ -1,12 +1,10 @@
 """plots: every figure is a readable PNG of the expected layout; load_stages
 round-trips save_stages; the Hoyer-Square descent follows eq. 4; the command
-line, and ``reproduce --quick --plots`` end to end."""
+line. (``reproduce --quick --plots`` end to end: tests/test_cli.py.)"""
 
 import ast
 import json
-import os
 import pathlib
-import subprocess
 import sys
 
 import matplotlib.image
@@ -210,23 +208,6 @@ def test_plot_command_line(runs, tmp_path, capsys):
     assert f"wrote {tmp_path / 'p.png'}" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["plot"])  # a figure must be named
-
-
-def test_reproduce_quick_plots(tmp_path, mnist_dir):
-    env = {**os.environ, "DEEPHOYER_CACHE_DIR": str(tmp_path / "cache"), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    out = tmp_path / "out"
-    result = subprocess.run(
-        [sys.executable, "-m", "deephoyer_tf.cli", "reproduce", "lenet-300-100", "--method", "hs",
-         "--quick", "--plots", "--output", str(out), "--data-dir", mnist_dir],
-        capture_output=True, text=True, timeout=420, env=env)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    # Three stages of three layers: a 3 x 3 grid.
-    assert read_png(out / "histograms.png") == (round((2.3 * 3 + 0.4) * DPI), round(3.3 * 3 * DPI))
-    stages = plots.load_stages(out)
-    assert list(stages) == ["dense", "regularized", "final"]
-    results = json.loads((out / "results.json").read_text())
-    assert sum(np.count_nonzero(k) for k in stages["final"].values()) == results["nonzero_weights"]
-    assert [k.shape for k in stages["dense"].values()] == [(784, 300), (300, 100), (100, 10)]
 
 
 def test_matplotlib_only_when_drawing(monkeypatch, tmp_path):
