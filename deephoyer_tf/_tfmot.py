@@ -20,10 +20,11 @@ from deephoyer_tf import masks
 _SCHEDULE_NAME = "FrozenZerosSchedule"
 
 
-def _import_tfmot():
+def _import_keeping_env(name="tensorflow_model_optimization"):
+    """Imports module `name`, then puts ``TF_USE_LEGACY_KERAS`` back as it was."""
     previous = os.environ.get("TF_USE_LEGACY_KERAS")
     try:
-        return importlib.import_module("tensorflow_model_optimization")
+        return importlib.import_module(name)
     finally:
         if previous is None:
             os.environ.pop("TF_USE_LEGACY_KERAS", None)
@@ -31,7 +32,7 @@ def _import_tfmot():
             os.environ["TF_USE_LEGACY_KERAS"] = previous
 
 
-tfmot = _import_tfmot()
+tfmot = _import_keeping_env()
 
 
 class FrozenZerosSchedule(tfmot.sparsity.keras.PruningSchedule):

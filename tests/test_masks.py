@@ -245,19 +245,20 @@ def test_tfmot_save_load_under_prune_scope_and_strip_pruning(tfmot, tmp_path, su
 
 
 @pytest.mark.parametrize("previous", [None, "0"])
-def test_tfmot_import_puts_env_back(tfmot, monkeypatch, previous):
+def test_tfmot_import_puts_env_back(tfmot, monkeypatch, tmp_path, previous):
     from deephoyer_tf import _tfmot
 
-    def fake_import(name):  # what TFMOT's first import does
-        os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        return name
-
+    name = f"fake_tfmot_{previous}"
+    # What TFMOT's first import does.
+    (tmp_path / f"{name}.py").write_text(
+        "import os\nos.environ['TF_USE_LEGACY_KERAS'] = '1'\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
     if previous is None:
         monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
     else:
         monkeypatch.setenv("TF_USE_LEGACY_KERAS", previous)
-    monkeypatch.setattr(_tfmot.importlib, "import_module", fake_import)
-    assert _tfmot._import_tfmot() == "tensorflow_model_optimization"
+    assert _tfmot._import_keeping_env(name).__name__ == name
     assert os.environ.get("TF_USE_LEGACY_KERAS") == previous
 
 
