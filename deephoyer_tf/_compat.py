@@ -43,3 +43,28 @@ def register_with_tf_keras(classes):
         # `class_name`, not by the registered ``deephoyer_tf>Name``.
         custom_objects.setdefault(cls.__name__, cls)
     return True
+
+
+class Callback(keras.callbacks.Callback):
+    """A Keras 3 callback that tf_keras's `fit` accepts too.
+
+    tf_keras's `CallbackList` asks each callback whether it implements the
+    train/test/predict batch hooks (``_implements_*_batch_hooks``), methods
+    Keras 3 callbacks lack. This base answers from the methods the subclass
+    overrides, so one class serves both flavours.
+    """
+
+    def _overrides(self, *names):
+        base = keras.callbacks.Callback
+        return any(getattr(type(self), name) is not getattr(base, name) for name in names)
+
+    def _implements_train_batch_hooks(self):
+        return self._overrides(
+            "on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end"
+        )
+
+    def _implements_test_batch_hooks(self):
+        return self._overrides("on_test_batch_begin", "on_test_batch_end")
+
+    def _implements_predict_batch_hooks(self):
+        return self._overrides("on_predict_batch_begin", "on_predict_batch_end")

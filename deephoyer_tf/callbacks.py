@@ -2,15 +2,15 @@
 
 import numbers
 
-import keras
 
+from deephoyer_tf import _compat
 from deephoyer_tf import masks
 from deephoyer_tf import pruning
 from deephoyer_tf import regularizers
 from deephoyer_tf.report import sparsity_report
 
 
-class ThresholdPruning(keras.callbacks.Callback):
+class ThresholdPruning(_compat.Callback):
     """Prunes at the start of epoch `at_epoch`, then fine-tunes with zeros fixed.
 
     Runs the paper's pipeline (section 4.3) in one ``model.fit(epochs=...)``:
@@ -113,16 +113,6 @@ class ThresholdPruning(keras.callbacks.Callback):
             print(f"ThresholdPruning: {what}; DeepHoyer penalties off.")
             if self.report is not None:
                 print(self.report)
-
-    # tf_keras' CallbackList asks every callback which batch hooks it uses.
-    def _implements_train_batch_hooks(self):
-        return False
-
-    def _implements_test_batch_hooks(self):
-        return False
-
-    def _implements_predict_batch_hooks(self):
-        return False
 
 
 def _switch_off(model):

@@ -1,11 +1,10 @@
 """`StrengthSchedule`: warm up, anneal or switch off the DeepHoyer penalties."""
 
-import keras
-
+from deephoyer_tf import _compat
 from deephoyer_tf import regularizers
 
 
-class StrengthSchedule(keras.callbacks.Callback):
+class StrengthSchedule(_compat.Callback):
     """Sets every DeepHoyer strength to ``base * schedule(epoch)`` at each epoch start.
 
     ``base`` is each strength variable's value when training first begins

@@ -2,11 +2,11 @@
 
 import numbers
 
-import keras
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
+from deephoyer_tf import _compat
 from deephoyer_tf import _graph
 from deephoyer_tf import _layers
 from deephoyer_tf import _measures
@@ -23,7 +23,7 @@ _SCALAR_METADATA = summary_pb2.SummaryMetadata(
 ).SerializeToString()
 
 
-class SparsitySummaries(keras.callbacks.Callback):
+class SparsitySummaries(_compat.Callback):
     """Writes the sparsity of each kernel layer to TensorBoard during training.
 
     At the end of every epoch (or every `update_freq` training batches) it
@@ -130,12 +130,6 @@ class SparsitySummaries(keras.callbacks.Callback):
     # tf_keras' CallbackList asks every callback which batch hooks it uses.
     def _implements_train_batch_hooks(self):
         return self.update_freq != "epoch"
-
-    def _implements_test_batch_hooks(self):
-        return False
-
-    def _implements_predict_batch_hooks(self):
-        return False
 
     # --- summaries ---------------------------------------------------------
 

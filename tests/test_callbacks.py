@@ -10,6 +10,7 @@ import tf_keras
 import deephoyer_tf
 from deephoyer_tf import masks
 from deephoyer_tf import pruning
+from _strategies import mirrored as mirrored_strategy
 
 FLAVOURS = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 X = np.random.default_rng(0).normal(size=(48, 8)).astype("float32")
@@ -161,7 +162,7 @@ def test_resumed_fine_tuning_keeps_its_zeros(tmp_path, monkeypatch):
 # a different device", TF 2.21 / Keras 3.15).
 @pytest.mark.parametrize("mirrored, jit_compile", [(True, False), (False, True)], ids=["mirrored", "jit"])
 def test_mirrored_strategy_or_jit_compile(two_cpus, mirrored, jit_compile):
-    strategy = tf.distribute.MirroredStrategy(two_cpus) if mirrored else tf.distribute.get_strategy()
+    strategy = mirrored_strategy(two_cpus) if mirrored else tf.distribute.get_strategy()
     with strategy.scope():
         model = make_model(keras)
         model.compile(

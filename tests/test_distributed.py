@@ -17,6 +17,7 @@ import tf_keras
 
 import deephoyer_tf
 from deephoyer_tf import masks
+from _strategies import mirrored as mirrored_strategy
 
 HERE = pathlib.Path(__file__).resolve().parent
 X = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
@@ -90,7 +91,7 @@ def cached_train(module, route, devices=None):
     """`train` on one device (devices None) or mirrored on `devices`, run once."""
     key = (module.__name__, route, tuple(devices or ()))
     if key not in _RUNS:
-        strategy = tf.distribute.MirroredStrategy(devices) if devices else tf.distribute.get_strategy()
+        strategy = mirrored_strategy(devices) if devices else tf.distribute.get_strategy()
         losses, weights, _ = train(module, strategy, route)
         _RUNS[key] = losses, weights
     return _RUNS[key]

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-import deephoyer_tf
 from deephoyer_tf import GroupHoyerSquare, GroupLasso, Hoyer, HoyerSquare
+from _strategies import mirrored as mirrored_strategy
 
 CLASSES = [Hoyer, HoyerSquare, GroupHoyerSquare, GroupLasso]
 INSTANCES = [
@@ -208,7 +208,7 @@ def test_mirrored_strategy_training_matches_one_device(module, two_cpus):
     """Penalties under MirroredStrategy: same losses and weights as on one device."""
     x, y = _data(64)
     results = []
-    for strategy in (tf.distribute.OneDeviceStrategy(two_cpus[0]), tf.distribute.MirroredStrategy(two_cpus)):
+    for strategy in (tf.distribute.OneDeviceStrategy(two_cpus[0]), mirrored_strategy(two_cpus)):
         reg = GroupHoyerSquare(1e-2)
         with strategy.scope():
             module.utils.set_random_seed(1)

@@ -6,9 +6,10 @@ import pytest
 
 import deephoyer_tf
 from deephoyer_tf import StrengthSchedule
+from deephoyer_tf import _compat
 
 
-class _Record(keras.callbacks.Callback):
+class _Record(_compat.Callback):
     def __init__(self, regularizers):
         super().__init__()
         self.regularizers = regularizers
@@ -38,3 +39,16 @@ def test_bad_arguments():
         StrengthSchedule(0.5)
     with pytest.raises(ValueError, match=r"Invalid value for argument `epochs`\. Expected an int >= 1\. Received: epochs=0"):
         StrengthSchedule.linear_warmup(0)
+
+
+def test_works_in_tf_keras_fit():
+    import tf_keras
+
+    hs = deephoyer_tf.HoyerSquare(1e-3)
+    model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(3, kernel_regularizer=hs)])
+    model.compile("sgd", "mse")
+    record = _Record([hs])
+    assert not record._implements_train_batch_hooks()
+    x, y = np.ones((8, 4), np.float32), np.zeros((8, 3), np.float32)
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[StrengthSchedule.linear_warmup(2), record])
+    assert [s[0] for s in record.seen] == pytest.approx([5e-4, 1e-3, 1e-3])

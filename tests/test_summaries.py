@@ -11,6 +11,7 @@ import tf_keras
 
 import deephoyer_tf
 from deephoyer_tf import summaries
+from _strategies import mirrored as mirrored_strategy
 
 FLAVOURS = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 X = np.random.default_rng(0).normal(size=(48, 8)).astype("float32")
@@ -140,7 +141,7 @@ def test_each_epoch_per_layer_values_match_numpy_through_pruning(module, tmp_pat
 
 
 def test_mirrored_strategy(two_cpus, tmp_path):
-    strategy = tf.distribute.MirroredStrategy(two_cpus)
+    strategy = mirrored_strategy(two_cpus)
     with strategy.scope():
         model = make_model(keras)
         model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
