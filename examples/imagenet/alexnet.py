@@ -16,7 +16,8 @@ weights on, not torchvision's narrower variant (64-192-384-256-256 filters)::
 
 Kernel weights per layer: conv1 34,848; conv2 307,200; conv3 884,736;
 conv4 663,552; conv5 442,368; fc6 37,748,736; fc7 16,777,216; fc8 4,096,000;
-60,954,656 in all (2.33M conv, 58.6M fc), the counts of the paper's tables.
+60,954,656 in all (2.33M conv, 58.6M fc), the per-layer counts of Han et al.
+(2015).
 
 Choices:
 

@@ -1,6 +1,6 @@
 """DeepHoyer on ImageNet: AlexNet (Hoyer-Square) and ResNet-50 (Group-HS).
 
-The paper's ImageNet recipe (Yang, Wen, Li, ICLR 2020, section 5 and
+The paper's ImageNet recipe (Yang, Wen, Li, ICLR 2020; settings of its
 appendix B) on `tf.distribute`, from one device to many machines, with no
 change to the code but flags:
 
@@ -59,7 +59,11 @@ import penalties  # noqa: E402
 
 import deephoyer_tf  # noqa: E402
 
-# The paper's settings (appendix B), the defaults of the flags.
+# Defaults of the flags. The paper's (appendix B): SGD with momentum 0.9, batch
+# 256, 90 epochs, the DeepHoyer decays, weight decay 1e-4 and the pruning
+# thresholds. Ours: the learning rates and their step decay (the standard
+# ImageNet schedules of Caffe's AlexNet and PyTorch's ResNet-50: 0.01 and 0.1,
+# divided by 10 every 30 epochs), 30 fine-tuning epochs, the crops.
 DECAY_PRESETS = {"A": 1e-5, "B": 2e-5, "C": 4e-5, "D": 5e-5}  # ResNet-50 Group-HS
 PAPER_DECAY = {("alexnet", "hs"): 1e-6}
 DEFAULTS = {
@@ -219,8 +223,9 @@ def make_strategy(args):
     return tf.distribute.TPUStrategy(resolver)
 
 
-def build_model(args, K):
+def build_model(args, K, mixed_precision=None, init_weights=True):
     """The architecture with logits output, float32 logits under mixed precision."""
+    mixed_precision = args.mixed_precision if mixed_precision is None else mixed_precision
     shape = (args.image_size, args.image_size, 3)
     if args.model == "alexnet":
         model = alexnet_lib.alexnet(K, args.image_size, groups=args.alexnet_groups)
@@ -229,9 +234,9 @@ def build_model(args, K):
             weights=None, input_shape=shape, classes=data_lib.NUM_CLASSES,
             classifier_activation=None,
         )
-    if args.init_weights:
+    if args.init_weights and init_weights:
         model.load_weights(args.init_weights)
-    if args.mixed_precision:
+    if mixed_precision:
         logits = K.layers.Activation("linear", dtype="float32", name="logits_float32")(
             model.output
         )
@@ -355,9 +360,27 @@ def train(args, K, strategy, model, optimizer, train_ds, val_ds, steps, val_step
     return f"{K.__name__} fit", {k: last[k] for k in ("val_top1", "val_top5") if k in last}
 
 
+def prune_without_finetuning(args, model):
+    """``--finetune-epochs 0``: prune once after training, with the same rule."""
+    thresholds = penalties.layer_thresholds(
+        model, args.conv_threshold, args.fc_std_ratio, args.fc_threshold
+    )
+    deephoyer_tf.prune(model, threshold=thresholds)
+    log("pruned after training (--finetune-epochs 0: no fine-tuning)")
+
+
 def finish(args, K, model, chief, results):
     """Stage 4: report, save, shrink, export (files on the chief only)."""
     model = deephoyer_tf.strip_zero_masks(model)
+    if args.mixed_precision:
+        # The float32 model with the trained weights: mixed precision is a
+        # compute policy (the variables are float32), and TFLite's builtin
+        # kernels do not take float16 convolutions.
+        K.mixed_precision.set_global_policy("float32")
+        weights = model.get_weights()
+        model = build_model(args, K, mixed_precision=False, init_weights=False)
+        model.set_weights(weights)
+        log("float32 copy of the mixed-precision model for saving and export")
     report = deephoyer_tf.sparsity_report(model)
     print(report, flush=True)
     results["report"] = report.to_dict()
@@ -429,6 +452,8 @@ def main(argv=None):
     log(f"built {model.name}: {model.count_params():,} parameters")
     route, metrics = train(args, K, strategy, model, optimizer, train_ds, val_ds, steps, val_steps)
     log(f"trained with {route}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if args.method != "none" and not args.finetune_epochs:
+        prune_without_finetuning(args, model)
     results = {"args": vars(args), "route": route, **metrics}
     finish(args, K, model, chief, results)
     log("done")
