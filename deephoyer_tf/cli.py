@@ -4,6 +4,7 @@
                  [--data-dir DIR] [--output DIR] [--quick] [--std-ratio R] [--strength S] ...
     deephoyer-tf report MODEL.keras [--json]
     deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}]
+    deephoyer-tf plot {histograms,descent,pareto} ...
 """
 
 import argparse
