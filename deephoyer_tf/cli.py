@@ -88,8 +88,22 @@ def _export(args):
         from deephoyer_tf import surgery
 
         model = surgery.shrink(model)
-    result = export.export_tflite(model, args.output, sparse=not args.dense, quantize=args.quantize)
-    print(result)
+    representative = None
+    if args.representative_data:
+        import numpy as np
+
+        representative = np.load(args.representative_data)
+    if args.quantize == "int8" and representative is None:
+        print("deephoyer-tf export: --quantize int8 needs --representative-data FILE.npy "
+              "(a few hundred typical inputs)", file=sys.stderr)
+        return 2
+    result = export.export_tflite(
+        model, args.output, sparse=not args.dense, quantize=args.quantize,
+        representative_data=representative,
+    )
+    print(f"wrote {result.path}: {result.size_bytes:,} bytes ({result.gzip_bytes:,} gzipped), "
+          f"{result.sparse_tensors} sparse tensors, max abs error {result.max_abs_error:.2e} "
+          f"(checked with {result.runtime}, op resolver {result.op_resolver})")
     return 0
 
 
@@ -144,6 +158,7 @@ def build_parser():
     p.add_argument("--shrink", action="store_true", help="remove dead units first")
     p.add_argument("--dense", action="store_true", help="store weights densely")
     p.add_argument("--quantize", choices=["dynamic", "int8"], help="quantization (int8 needs data)")
+    p.add_argument("--representative-data", help="int8: a .npy file of typical inputs")
     p.set_defaults(func=_export)
 
     p = sub.add_parser("plot", help="the paper's figures from runs")

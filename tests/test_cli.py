@@ -104,3 +104,20 @@ def test_bad_method_is_rejected_by_the_parser(env):
     command = [sys.executable, "-m", "deephoyer_tf.cli", "reproduce", "lenet-5", "--method", "l0"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 2 and "invalid choice: 'l0'" in result.stderr
+
+
+def test_export_command_shrinks_and_writes_a_smaller_sparse_file(quick_hs, tmp_path, env):
+    out, _ = quick_hs
+    sparse = _cli("export", str(out / "model.keras"), str(tmp_path / "s.tflite"), "--shrink", env=env)
+    dense = _cli("export", str(out / "model.keras"), str(tmp_path / "d.tflite"), "--dense", env=env)
+    assert "max abs error" in sparse and "max abs error" in dense
+    assert (tmp_path / "s.tflite").stat().st_size < (tmp_path / "d.tflite").stat().st_size
+
+
+def test_export_int8_without_data_fails_clearly(quick_hs, tmp_path, env):
+    out, _ = quick_hs
+    command = [sys.executable, "-m", "deephoyer_tf.cli", "export", str(out / "model.keras"),
+               str(tmp_path / "q.tflite"), "--quantize", "int8"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert result.returncode == 2
+    assert "--quantize int8 needs --representative-data FILE.npy" in result.stderr
