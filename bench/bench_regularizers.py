@@ -3,11 +3,11 @@
 Times `train_on_batch` on random data for LeNet-5 (Caffe form) and
 `keras.applications.ResNet50(weights=None)` with, on every Dense/Conv kernel:
 no regularizer, `keras.regularizers.L1`, `HoyerSquare`, `GroupHoyerSquare`.
-Configurations are interleaved round by round so that drifting machine load
-affects them alike; the median step time per configuration is reported with
-its ratio to the unregularized step.
+Configurations are interleaved step by step (rotating order) so that drifting
+machine load affects them alike; the median step time (wall and process CPU)
+per configuration is reported with its ratio to the unregularized step.
 
-    python bench/bench_regularizers.py --model lenet-5 --batch 64 --steps 20 --rounds 5
+    python bench/bench_regularizers.py --model lenet-5 --batch 128 --steps 20 --rounds 10
     python bench/bench_regularizers.py --model resnet50 --batch 8 --image-size 224 --steps 3 --rounds 3
 """
 
@@ -74,16 +74,20 @@ def main():
     prepared = {name: prepare(args, name) for name in CONFIGS}
     wall = {name: [] for name in CONFIGS}
     cpu = {name: [] for name in CONFIGS}
-    for _ in range(args.rounds):
-        for name, (model, x, y) in prepared.items():
+    names = list(CONFIGS)
+    for step in range(args.steps * args.rounds):
+        # Every configuration once per step, in a rotating order: machine
+        # load drifts alike over all of them.
+        order = names[step % len(names):] + names[: step % len(names)]
+        for name in order:
+            model, x, y = prepared[name]
             t0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(args.steps):
-                model.train_on_batch(x, y)
-            wall[name].append((time.perf_counter() - t0) / args.steps)
-            cpu[name].append((time.process_time() - c0) / args.steps)
+            model.train_on_batch(x, y)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     print(f"model={args.model} batch={args.batch} jit={args.jit} machine={platform.machine()} cpus={os.cpu_count()}")
-    print("Step time: median over rounds; CPU = process CPU time (all threads), "
-          "less sensitive than wall time to other load on the machine.")
+    print(f"{args.steps * args.rounds} steps per configuration, interleaved step by step. Median step "
+          "time; CPU = process CPU time (all threads), less sensitive than wall time to other load.")
     print(f"{'regularizer':<18}{'wall ms':>10}{'ratio':>8}{'CPU ms':>10}{'ratio':>8}")
     wall_base, cpu_base = statistics.median(wall["none"]), statistics.median(cpu["none"])
     for name in CONFIGS:
