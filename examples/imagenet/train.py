@@ -63,7 +63,8 @@ import deephoyer_tf  # noqa: E402
 # 256, 90 epochs, the DeepHoyer decays, weight decay 1e-4 and the pruning
 # thresholds. Ours: the learning rates and their step decay (the standard
 # ImageNet schedules of Caffe's AlexNet and PyTorch's ResNet-50: 0.01 and 0.1,
-# divided by 10 every 30 epochs), 30 fine-tuning epochs, the crops.
+# divided by 10 every 30 epochs; for batch 256, scaled linearly with the
+# batch size), 30 fine-tuning epochs, the crops.
 DECAY_PRESETS = {"A": 1e-5, "B": 2e-5, "C": 4e-5, "D": 5e-5}  # ResNet-50 Group-HS
 PAPER_DECAY = {("alexnet", "hs"): 1e-6}
 DEFAULTS = {
@@ -98,14 +99,12 @@ def log(*parts):
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+        description=__doc__.splitlines()[0] + " Defaults in [brackets].")
     p.add_argument("--model", choices=["alexnet", "resnet50"], required=True)
     p.add_argument("--method", choices=["hs", "group-hs", "none"], required=True,
                    help="hs: Hoyer-Square (element-wise); group-hs: Group-HS on "
                    "filters and channels (eq. 8); none: dense baseline (L2 only)")
-    g = p.add_argument_group("penalty and pruning (default: the paper's)")
+    g = p.add_argument_group("penalty and pruning (defaults: the paper's)")
     g.add_argument("--decay", type=float, help="DeepHoyer strength; default 1e-6 "
                    "for alexnet/hs, the --decay-preset for resnet50/group-hs")
     g.add_argument("--decay-preset", choices=sorted(DECAY_PRESETS),
@@ -118,12 +117,13 @@ def parse_args(argv=None):
                    help="prune Dense |w| below this times std(W) [alexnet 0.5]")
     g.add_argument("--fc-threshold", type=float,
                    help="prune Dense |w| below this [resnet50 1e-4]")
-    t = p.add_argument_group("training (default: the paper's)")
+    t = p.add_argument_group("training (defaults: the paper's, the learning rates and fine-tuning length ours)")
     t.add_argument("--epochs", type=int, help="epochs with the penalty [90]")
     t.add_argument("--finetune-epochs", type=int,
                    help="epochs of fine-tuning after pruning [30]")
     t.add_argument("--batch-size", type=int, help="global batch size [256]")
-    t.add_argument("--lr", type=float, help="initial learning rate [alexnet 0.01, resnet50 0.1]")
+    t.add_argument("--lr", type=float, help="initial learning rate [alexnet 0.01, resnet50 "
+                   "0.1, times --batch-size / 256]")
     t.add_argument("--lr-decay-epochs", type=int,
                    help="multiply the learning rate by --lr-decay-factor every this many epochs [30]")
     t.add_argument("--lr-decay-factor", type=float, help="[0.1]")
@@ -134,29 +134,29 @@ def parse_args(argv=None):
     t.add_argument("--validation-steps", type=int, help="[validation examples / batch size]")
     t.add_argument("--init-weights", help="start from these weights (a dense trained "
                    "model's .weights.h5 / .keras of the same architecture)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="[0]")
     m = p.add_argument_group("model and data")
     m.add_argument("--image-size", type=int, help="[alexnet 227, resnet50 224]")
     m.add_argument("--train-crop", choices=data_lib.CROPS,
                    help="random-resized crop, or a random crop of the image "
                    "resized to 256 [alexnet fixed, resnet50 resized]")
     m.add_argument("--alexnet-groups", type=int, choices=[1, 2], default=2,
-                   help="2: the original two-tower conv2/4/5; 1: single tower")
+                   help="2: the original two-tower conv2/4/5; 1: single tower [2]")
     m.add_argument("--data-dir", help="TFDS data folder (imagenet2012 prepared, or to prepare)")
     m.add_argument("--manual-dir", help="folder with ILSVRC2012_img_{train,val}.tar")
     s = p.add_argument_group("scaling out")
     s.add_argument("--strategy", choices=["default", "mirrored", "multi-worker", "tpu"],
-                   default="default", help="multi-worker reads TF_CONFIG")
-    s.add_argument("--tpu", default="", help="TPU name or address for --strategy tpu")
+                   default="default", help="multi-worker reads TF_CONFIG [default]")
+    s.add_argument("--tpu", default="", help="TPU name or address for --strategy tpu [local]")
     s.add_argument("--keras", choices=["keras", "tf_keras"], default="keras",
-                   help="Keras 3, or tf_keras (Keras 2)")
+                   help="Keras 3, or tf_keras (Keras 2) [keras]")
     s.add_argument("--mixed-precision", action="store_true",
                    help="mixed_float16 (mixed_bfloat16 on TPU)")
     s.add_argument("--jit-compile", action="store_true", help="compile steps with XLA")
     o = p.add_argument_group("output")
     o.add_argument("--out", help="output folder [runs/imagenet-<model>-<method>]")
     o.add_argument("--export", choices=["float", "dynamic", "off"], default="float",
-                   help="sparse .tflite export: float32 or dynamic-range int8 weights")
+                   help="sparse .tflite export: float32 or dynamic-range int8 weights [float]")
     o.add_argument("--no-shrink", action="store_true", help="skip structural surgery")
     o.add_argument("--smoke", action="store_true",
                    help="every stage on a few steps of fake ImageNet data (tfds mock), on CPU")
@@ -171,6 +171,7 @@ def resolve(args, parser):
     """Fills the unset flags: explicit > --smoke > the paper's defaults."""
     model_defaults = DEFAULTS[args.model]
     fc_rule_given = args.fc_std_ratio is not None or args.fc_threshold is not None
+    lr_given = args.lr is not None
     for name, value in {**COMMON, **model_defaults, "steps_per_epoch": None,
                         "validation_steps": None}.items():
         if name in ("fc_std_ratio", "fc_threshold") and fc_rule_given:
@@ -180,6 +181,8 @@ def resolve(args, parser):
                 value = SMOKE[name]
                 value = value[args.model] if isinstance(value, dict) else value
             setattr(args, name, value)
+    if not lr_given:  # the defaults are for batch 256: linear scaling rule
+        args.lr = args.lr * args.batch_size / 256
     if args.fc_std_ratio is not None and args.fc_threshold is not None:
         parser.error("give only one of --fc-std-ratio and --fc-threshold")
     if args.method == "none":
@@ -369,18 +372,32 @@ def prune_without_finetuning(args, model):
     log("pruned after training (--finetune-epochs 0: no fine-tuning)")
 
 
-def finish(args, K, model, chief, results):
-    """Stage 4: report, save, shrink, export (files on the chief only)."""
-    model = deephoyer_tf.strip_zero_masks(model)
+def plain_copy(args, K, model):
+    """The trained weights in a new model of the same architecture, for the files.
+
+    Built outside the distribution strategy (saving a tf_keras model of a
+    multi-worker strategy runs collectives, so every worker would have to
+    save), in float32 (mixed precision is a compute policy, the variables are
+    float32 already; TFLite's builtin kernels take no float16 convolutions),
+    without the regularizers (the saved model loads without this example's
+    `WithL2`).
+    """
+    weights = model.get_weights()
     if args.mixed_precision:
-        # The float32 model with the trained weights: mixed precision is a
-        # compute policy (the variables are float32), and TFLite's builtin
-        # kernels do not take float16 convolutions.
         K.mixed_precision.set_global_policy("float32")
-        weights = model.get_weights()
-        model = build_model(args, K, mixed_precision=False, init_weights=False)
-        model.set_weights(weights)
-        log("float32 copy of the mixed-precision model for saving and export")
+    copy = build_model(args, K, mixed_precision=False, init_weights=False)
+    copy.set_weights(weights)
+    return copy
+
+
+def finish(args, K, model, chief, results):
+    """Stage 4: report, save, shrink, export (files on the chief only).
+
+    ``model.keras`` holds the pruned, fine-tuned weights in the plain
+    architecture (`plain_copy`); ``shrunk.keras`` the same with dead units cut;
+    ``model.tflite`` the sparse export of the latter (or of the former).
+    """
+    model = plain_copy(args, K, deephoyer_tf.strip_zero_masks(model))
     report = deephoyer_tf.sparsity_report(model)
     print(report, flush=True)
     results["report"] = report.to_dict()
@@ -440,7 +457,7 @@ def main(argv=None):
     log(f"model={args.model} method={args.method} decay={args.decay:g} "
         f"weight_decay={args.weight_decay:g} strategy={args.strategy} "
         f"replicas={strategy.num_replicas_in_sync} keras={args.keras} "
-        f"task={task_type}:{task_id} batch={args.batch_size} image={args.image_size} "
+        f"task={task_type}:{task_id} batch={args.batch_size} lr={args.lr:g} image={args.image_size} "
         f"epochs={args.epochs}+{args.finetune_epochs} smoke={args.smoke}")
     train_ds, val_ds, steps, val_steps = datasets(args)
     log(f"data: {steps} steps per epoch, {val_steps} validation steps")
