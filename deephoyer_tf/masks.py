@@ -40,7 +40,7 @@ from deephoyer_tf import _models
 
 
 class ZeroMask:
-    """The constraint ``w -> previous(w) * mask`` that keeps zeros at zero.
+    """The constraint ``w -> where(mask, previous(w), 0)`` that keeps zeros at zero.
 
     Not serialized (layer configs keep their own ``kernel_constraint``); it
     lives on the variable only, for the optimizer.
@@ -59,7 +59,9 @@ class ZeroMask:
         if self.previous is not None:
             w = self.previous(w)
         w = tf.convert_to_tensor(w)
-        return w * tf.cast(self.mask, w.dtype)
+        # A select, not `w * mask`: a diverged weight (inf) elsewhere in the
+        # kernel must not turn a held zero into inf * 0 = NaN.
+        return tf.where(tf.not_equal(self.mask, 0), w, tf.zeros_like(w))
 
     def __repr__(self):
         return f"ZeroMask(shape={tuple(self.mask.shape)}, previous={self.previous!r})"
