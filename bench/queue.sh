@@ -7,7 +7,7 @@ mkdir -p "$out"
 for job in "$@"; do
   set -- $job
   model=$1; method=$2; shift 2
-  name="$model-$method$(echo "$*" | tr -d ' -' | sed 's/strength/-s/')"
+  name="$model-$method$(echo "$*" | sed -E 's#--match [^ ]+#-matched#; s#--strength #-s#; s#[^A-Za-z0-9.-]##g')"
   echo "$(date +%H:%M:%S) start $name: $*"
   deephoyer-tf reproduce "$model" --method "$method" --data-dir "${DATA_DIR:-../shared/data/mnist}" \
     --output "$out/$name" "$@" > "$out/$name.log" 2>&1
