@@ -11,9 +11,9 @@ the recipe needs around it:
   of finished epochs, written at the end of every epoch and restored before
   training, so a preempted job resumes at the epoch it was in. As in
   TensorFlow's multi-worker guide, every worker saves (the chief into the
-  backup folder, the others into temporary folders it deletes), and every
-  worker restores the chief's checkpoint: the folder must be shared (a
-  network file system or ``gs://``).
+  backup folder, the others into temporary folders beside it, which they
+  delete after each save), and every worker restores the chief's
+  checkpoint: the folder must be shared (a network file system).
 * `ShiftEpochs`: shows callbacks the true epoch index when `fit_custom`
   resumes at epoch ``k`` (its epoch 0 is the job's epoch ``k``), so that
   `ThresholdPruning` prunes at the right epoch, or, past it, only holds the
@@ -62,7 +62,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.checkpoint = tf.train.Checkpoint(
             model=model, optimizer=optimizer, epochs_done=self.epochs_done
         )
-        write_dir = directory if self.chief else os.path.join(directory, f".worker{task_id}")
+        # Not inside `directory`: the chief deletes that at the end of training,
+        # possibly while another worker still writes its last copy.
+        write_dir = directory if self.chief else f"{directory.rstrip(os.sep)}.worker{task_id}"
         self.write_dir = write_dir
         self.manager = tf.train.CheckpointManager(self.checkpoint, write_dir, max_to_keep=1)
 
