@@ -5,7 +5,6 @@ worker processes, mixed precision."""
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
@@ -18,6 +17,7 @@ import tf_keras
 import deephoyer_tf
 from deephoyer_tf import masks
 from _strategies import mirrored as mirrored_strategy
+from _strategies import free_ports
 
 HERE = pathlib.Path(__file__).resolve().parent
 X = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
@@ -122,20 +122,9 @@ def test_fit_custom_matches_fit_one_device():
         np.testing.assert_allclose(custom, fit, atol=1e-5)
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_multi_worker_two_processes(tmp_path):
     """tf_keras fit and Keras 3 fit_custom on MultiWorkerMirroredStrategy."""
-    ports = _free_ports(2)
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     env = dict(os.environ, PYTHONPATH=str(HERE.parent), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_USE_LEGACY_KERAS", None)

@@ -15,7 +15,6 @@ import json
 import os
 import pathlib
 import re
-import socket
 import subprocess
 import sys
 
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 import deephoyer_tf
+from _strategies import free_ports
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECIPE = REPO / "examples" / "imagenet"
@@ -113,20 +113,9 @@ def test_smoke_alexnet_hs_resumes_after_preemption(tmp_path):
     assert "shrink: skipped: deephoyer_tf.shrink does not cut grouped convolutions" in second
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def test_smoke_two_workers(tmp_path):
     """Keras 3 on MultiWorkerMirroredStrategy: fit_custom, both workers in step."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     out = tmp_path / "run"
     args = [
         "--model", "alexnet", "--method", "hs", "--smoke", "--strategy", "multi-worker",
