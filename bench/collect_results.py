@@ -20,11 +20,12 @@ def row(path):
     if r["method"] != "magnitude":
         flags.append(f"--strength {recipe['strength']:g}")
     else:
-        flags.append(f"--target-sparsity {r['target_sparsity']:.4f}")
+        flags.append(f"--target-sparsity {r['target_sparsity']:.6f}")
     command = f"deephoyer-tf reproduce {r['model']} --method {r['method']} " + " ".join(flags)
     ratio = r.get("std_ratio")
+    strength = "-" if r["method"] == "magnitude" else f"{recipe['strength']:g}"
     return (
-        f"| {r['model']} | {r['method']} | {recipe['strength']:g} | "
+        f"| {r['model']} | {r['method']} | {strength} | "
         f"{'-' if ratio is None else f'{ratio:g}'} | {r['validation_accuracy']:.2%} | "
         f"{r['test_accuracy']:.2%} | {r['nonzero_weights']:,} ({r['total_weights'] / max(r['nonzero_weights'], 1):.0f}x) | "
         f"{r['macs']:,} ({r['dense_macs'] / max(r['macs'], 1):.1f}x) | {r['structure']} | "
