@@ -2,6 +2,7 @@
 
 import collections.abc
 
+from deephoyer_tf import _kernels
 from deephoyer_tf import _layers
 from deephoyer_tf import _models
 
@@ -66,13 +67,7 @@ def regularize(model, regularizer, *, bias_regularizer=None, layer_types=None):
             "Invalid type for argument `bias_regularizer`. Expected a Keras "
             f"regularizer or None. Received: bias_regularizer={bias_regularizer!r}"
         )
-    types = tuple(_layers.DEFAULT_TYPES if layer_types is None else layer_types)
-    unknown = [t for t in types if t not in _layers.supported_types()]
-    if unknown:
-        raise ValueError(
-            "Invalid value for argument `layer_types`. Expected names among "
-            f"{_layers.supported_types()}. Received: {unknown}"
-        )
+    types = _kernels.check_layer_types(layer_types)
     return _clone_with_regularizers(model, chooser, bias_regularizer, types)
 
 
