@@ -1,4 +1,9 @@
+import re
+
 from setuptools import find_packages, setup
+
+with open("deephoyer_tf/_version.py", encoding="utf-8") as f:
+    VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
 
 extras = {
     "tfmot": ["tf-keras>=2.16", "tensorflow-model-optimization>=0.8"],
@@ -14,7 +19,7 @@ extras["all"] = extras["test"]
 
 setup(
     name="deephoyer_tf",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "DeepHoyer sparsity regularizers (Hoyer-Square, Group-HS), pruning, "
         "surgery and sparse export for Keras and TensorFlow"

@@ -23,7 +23,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import deephoyer_tf  # noqa: E402
-import deephoyer_tf.models  # noqa: E402
+import deephoyer_tf.paper.models  # noqa: E402
 
 CONFIGS = {
     "none": lambda: None,
@@ -35,7 +35,7 @@ CONFIGS = {
 
 def build(name, image_size):
     if name == "lenet-5":
-        return deephoyer_tf.models.lenet_5(), (28, 28, 1), 10
+        return deephoyer_tf.paper.models.lenet_5(), (28, 28, 1), 10
     if name == "resnet50":
         shape = (image_size, image_size, 3)
         return keras.applications.ResNet50(weights=None, input_shape=shape, classes=1000), shape, 1000

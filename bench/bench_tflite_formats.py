@@ -20,7 +20,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from deephoyer_tf import export  # noqa: E402
-from deephoyer_tf import models  # noqa: E402
+from deephoyer_tf.paper import models  # noqa: E402
 
 
 def sparsified(block, density=0.1, seed=0):

@@ -3,36 +3,55 @@
 Yang, Wen, Li. "DeepHoyer: Learning Sparser Neural Network with Differentiable
 Scale-Invariant Sparsity Measures." ICLR 2020.
 
-Importing this package never imports `tensorflow_model_optimization` and never
-sets `TF_USE_LEGACY_KERAS`.
+The public names are re-exported here; the design is in the subpackages
+(see docs/ARCHITECTURE.md):
+
+* `regularizers`: the measures, the regularizer classes, `regularize`;
+* `sparsity`: `prune`, `fix_zeros` / `strip_zero_masks`, the TFMOT wrapper;
+* `callbacks`: `ThresholdPruning`, `StrengthSchedule`, `SparsitySummaries`;
+* `structure`: the layer registry, liveness, `sparsity_report`, `shrink`;
+* `export`: TFLite / LiteRT export and latency;
+* `training`: `fit_custom` for Keras 3 on any `tf.distribute` strategy;
+* `paper`: the LeNets, MNIST, the reproduction and the figures.
+
+Importing this package imports neither tf_keras nor
+`tensorflow_model_optimization`, and never sets `TF_USE_LEGACY_KERAS`.
 """
 
-from deephoyer_tf import datasets
-from deephoyer_tf import models
-from deephoyer_tf._layers import supported_types as supported_layer_types
-from deephoyer_tf.attach import regularize
-from deephoyer_tf.layers import GatherUnits
+from deephoyer_tf._internal import tf_keras_faces as _tf_keras_faces
+from deephoyer_tf._version import __version__
+from deephoyer_tf.callbacks import SparsitySummaries
+from deephoyer_tf.callbacks import StrengthSchedule
 from deephoyer_tf.callbacks import ThresholdPruning
-from deephoyer_tf.distributed import fit_custom
-from deephoyer_tf.distributed import make_train_step
 from deephoyer_tf.export import export_tflite
-from deephoyer_tf.masks import fix_zeros
-from deephoyer_tf.masks import strip_zero_masks
-from deephoyer_tf.pruning import prune
+from deephoyer_tf.export import tflite_latency
+from deephoyer_tf.paper import datasets
+from deephoyer_tf.paper import models
 from deephoyer_tf.regularizers import DeepHoyerRegularizer
 from deephoyer_tf.regularizers import GroupHoyerSquare
 from deephoyer_tf.regularizers import GroupLasso
 from deephoyer_tf.regularizers import Hoyer
 from deephoyer_tf.regularizers import HoyerSquare
+from deephoyer_tf.regularizers import regularize
 from deephoyer_tf.regularizers import strength_variables
-from deephoyer_tf.report import SparsityReport
-from deephoyer_tf.report import sparsity_report
-from deephoyer_tf.schedules import StrengthSchedule
-from deephoyer_tf.summaries import SparsitySummaries
-from deephoyer_tf.surgery import ShrinkSummary
-from deephoyer_tf.surgery import shrink
+from deephoyer_tf.sparsity import fix_zeros
+from deephoyer_tf.sparsity import fix_zeros_tfmot
+from deephoyer_tf.sparsity import prune
+from deephoyer_tf.sparsity import strip_zero_masks
+from deephoyer_tf.structure import GatherUnits
+from deephoyer_tf.structure import KernelSpec
+from deephoyer_tf.structure import ShrinkSummary
+from deephoyer_tf.structure import SparsityReport
+from deephoyer_tf.structure import register_layer
+from deephoyer_tf.structure import shrink
+from deephoyer_tf.structure import sparsity_report
+from deephoyer_tf.structure import supported_types as supported_layer_types
+from deephoyer_tf.structure import unregister_layer
+from deephoyer_tf.training import fit_custom
+from deephoyer_tf.training import make_train_step
 
-__version__ = "0.1.0"
+# tf_keras faces: registered now if tf_keras is imported, else when it is.
+_tf_keras_faces.install()
 
 __all__ = [
     "DeepHoyerRegularizer",
@@ -41,20 +60,28 @@ __all__ = [
     "GroupLasso",
     "Hoyer",
     "HoyerSquare",
+    "KernelSpec",
     "ShrinkSummary",
     "SparsityReport",
     "SparsitySummaries",
     "StrengthSchedule",
     "ThresholdPruning",
+    "__version__",
+    "datasets",
     "export_tflite",
     "fit_custom",
     "fix_zeros",
+    "fix_zeros_tfmot",
     "make_train_step",
+    "models",
     "prune",
+    "register_layer",
     "regularize",
     "shrink",
     "sparsity_report",
     "strength_variables",
     "strip_zero_masks",
     "supported_layer_types",
+    "tflite_latency",
+    "unregister_layer",
 ]

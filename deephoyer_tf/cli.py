@@ -14,7 +14,7 @@ import sys
 
 
 def _reproduce(args):
-    from deephoyer_tf import reproduce
+    from deephoyer_tf.paper import reproduce
 
     overrides = {
         "strength": args.strength,
@@ -42,7 +42,7 @@ def _reproduce(args):
         log=lambda *a: print(*a, flush=True),
     )
     if args.plots:
-        from deephoyer_tf import plots
+        from deephoyer_tf.paper import plots
 
         plots.reproduction_histograms(output, results)
     print(f"results written to {os.path.join(output, 'results.json')}")
@@ -67,7 +67,7 @@ def _load_any(path):
 
 
 def _report(args):
-    from deephoyer_tf import report
+    from deephoyer_tf.structure import report
 
     if not os.path.exists(args.model):
         print(f"deephoyer-tf report: no such file: {args.model}", file=sys.stderr)
@@ -78,14 +78,14 @@ def _report(args):
 
 
 def _export(args):
-    from deephoyer_tf import export
+    from deephoyer_tf.export import tflite as export
 
     if not os.path.exists(args.model):
         print(f"deephoyer-tf export: no such file: {args.model}", file=sys.stderr)
         return 2
     model = _load_any(args.model)
     if args.shrink:
-        from deephoyer_tf import surgery
+        from deephoyer_tf.structure import surgery
 
         model = surgery.shrink(model)
     representative = None
@@ -108,7 +108,7 @@ def _export(args):
 
 
 def _plot(args):
-    from deephoyer_tf import plots
+    from deephoyer_tf.paper import plots
 
     return plots.main(args)
 

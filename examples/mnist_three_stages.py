@@ -20,8 +20,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import deephoyer_tf  # noqa: E402
-from deephoyer_tf.datasets import load_mnist  # noqa: E402
-from deephoyer_tf.models import lenet_300_100  # noqa: E402
+from deephoyer_tf.paper.datasets import load_mnist  # noqa: E402
+from deephoyer_tf.paper.models import lenet_300_100  # noqa: E402
 
 
 class ZeroPattern(keras.callbacks.Callback):
@@ -72,7 +72,7 @@ def main(argv=None):
         validation_data=(data.x_val, data.y_val),
         callbacks=[
             deephoyer_tf.StrengthSchedule.linear_warmup(min(5, args.prune_at)),
-            deephoyer_tf.ThresholdPruning(at_epoch=args.prune_at, std_ratio=args.std_ratio),
+            deephoyer_tf.ThresholdPruning(at_epoch=args.prune_at, std_ratio=args.std_ratio, verbose=1),
             check,
         ],
     )

@@ -2,8 +2,8 @@
 
 Keras 3 `fit` cannot run `tf.distribute.MultiWorkerMirroredStrategy`
 (keras-team/keras#20585), so the recipe trains Keras 3 models on several
-workers with `deephoyer_tf.fit_custom`. That loop always counts epochs from 0
-and does not support `keras.callbacks.BackupAndRestore`; this module adds what
+workers with `deephoyer_tf.fit_custom`. That loop resumes at `initial_epoch`
+but does not support `keras.callbacks.BackupAndRestore`; this module adds what
 the recipe needs around it:
 
 * `EpochCheckpoint`: a `tf.train.Checkpoint` of the model, the optimizer
@@ -14,10 +14,6 @@ the recipe needs around it:
   backup folder, the others into temporary folders beside it, which they
   delete after each save), and every worker restores the chief's
   checkpoint: the folder must be shared (a network file system).
-* `ShiftEpochs`: shows callbacks the true epoch index when `fit_custom`
-  resumes at epoch ``k`` (its epoch 0 is the job's epoch ``k``), so that
-  `ThresholdPruning` prunes at the right epoch, or, past it, only holds the
-  restored zeros.
 * `evaluate`: top-1 / top-5 accuracy of a distributed dataset.
 """
 
@@ -85,41 +81,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.delete_on_end and self.chief:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-
-class ShiftEpochs(keras.callbacks.Callback):
-    """Forwards every hook to `callback`, epoch hooks with ``epoch + offset``."""
-
-    def __init__(self, callback, offset):
-        super().__init__()
-        self.callback = callback
-        self.offset = offset
-
-    def set_model(self, model):
-        super().set_model(model)
-        self.callback.set_model(model)
-
-    def set_params(self, params):
-        super().set_params(params)
-        self.callback.set_params(params)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.callback.on_epoch_begin(epoch + self.offset, logs)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.callback.on_epoch_end(epoch + self.offset, logs)
-
-    def on_train_begin(self, logs=None):
-        self.callback.on_train_begin(logs)
-
-    def on_train_end(self, logs=None):
-        self.callback.on_train_end(logs)
-
-    def on_train_batch_begin(self, batch, logs=None):
-        self.callback.on_train_batch_begin(batch, logs)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.callback.on_train_batch_end(batch, logs)
 
 
 class EpochLog(keras.callbacks.Callback):

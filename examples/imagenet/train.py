@@ -331,9 +331,9 @@ def train(args, K, strategy, model, optimizer, train_ds, val_ds, steps, val_step
             callbacks.append(preemption(K, args.simulate_preemption))
         if done < total:
             deephoyer_tf.fit_custom(
-                model, train_ds, optimizer=optimizer, loss=loss, epochs=total - done,
-                steps_per_epoch=steps, strategy=strategy, jit_compile=args.jit_compile,
-                callbacks=[custom_loop.ShiftEpochs(c, done) for c in callbacks],
+                model, train_ds, optimizer=optimizer, loss=loss, epochs=total,
+                initial_epoch=done, steps_per_epoch=steps, strategy=strategy,
+                jit_compile=args.jit_compile, callbacks=callbacks,
             )
         metrics = custom_loop.evaluate(model, val_ds, val_steps, strategy)
         return "deephoyer_tf.fit_custom", {"val_top1": metrics["top1"], "val_top5": metrics["top5"]}
@@ -415,7 +415,8 @@ def finish(args, K, model, chief, results):
             "(AlexNet conv2/4/5 with --alexnet-groups 2; use --alexnet-groups 1 to shrink)")
     else:
         try:
-            small, summary = deephoyer_tf.shrink(model, return_summary=True)
+            small = deephoyer_tf.shrink(model)
+            summary = small.shrink_summary
         except (ImportError, NotImplementedError) as error:
             log(f"shrink: skipped: not available ({type(error).__name__}: {error})")
         else:

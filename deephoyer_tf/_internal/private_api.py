@@ -1,0 +1,234 @@
+"""The one place that touches private or undocumented Keras, TF and TFMOT internals.
+
+Every read or write of an attribute that Keras 3, tf_keras, TensorFlow or TFMOT
+do not document goes through a function of this module, so that a release
+that renames one breaks one function, with a clear message, instead of code
+all over the package. `tests/internal/test_private_api.py` calls each of them
+on real objects of the installed releases.
+
+Checked with: TensorFlow 2.21.0, Keras 3.15.1, tf_keras 2.21.0, TFMOT 0.8.1,
+ai-edge-litert 2.3.
+"""
+
+from __future__ import annotations
+
+import keras
+
+CHECKED_WITH = "TensorFlow 2.21, Keras 3.15, tf_keras 2.21, TFMOT 0.8"
+
+
+class PrivateAPIError(RuntimeError):
+    """A private attribute deephoyer_tf relies on is missing from the installed release."""
+
+
+def _missing(what, owner):
+    import tensorflow as tf
+
+    return PrivateAPIError(
+        f"deephoyer_tf reads {what} of {type(owner).__name__}, an internal of "
+        f"Keras/TensorFlow checked with {CHECKED_WITH}; the installed release "
+        f"(TensorFlow {tf.__version__}, Keras {keras.__version__}) does not have "
+        "it. Please report this with the versions above."
+    )
+
+
+# --- layer graphs -------------------------------------------------------------
+
+
+def functional_nodes(model):
+    """``(inputs, outputs, nodes)`` of a built Sequential or functional model.
+
+    Reads ``model._functional`` (Keras 3 `Sequential` keeps its graph in a
+    `Functional` there; tf_keras' Sequential is a Functional itself) and
+    ``Functional._nodes_by_depth`` (dict depth -> list of `Node`; the deepest
+    nodes are the model's inputs). `nodes` is in data-flow order.
+
+    Returns None when the model has no layer graph yet (a Sequential without
+    an Input).
+    """
+    graph = getattr(model, "_functional", model)
+    if graph is None:
+        return None
+    if not hasattr(graph, "_nodes_by_depth"):
+        if hasattr(graph, "inputs") and type(graph).__name__ in ("Functional", "Sequential"):
+            raise _missing("`_nodes_by_depth`", graph)
+        return None
+    by_depth = graph._nodes_by_depth
+    nodes = [node for depth in sorted(by_depth, reverse=True) for node in by_depth[depth]]
+    return list(graph.inputs), list(graph.outputs), nodes
+
+
+def node_parts(node):
+    """``(layer, input tensors, output tensors, is_input)`` of a graph `Node`.
+
+    Keras 3 nodes expose ``operation``, ``input_tensors``, ``outputs`` and
+    ``is_input``; tf_keras nodes ``layer``, ``keras_inputs``, ``outputs`` (a
+    nest) and ``is_input``. Neither class is public API.
+    """
+    if hasattr(node, "operation"):  # Keras 3
+        return node.operation, list(node.input_tensors), list(node.outputs), node.is_input
+    if hasattr(node, "keras_inputs"):  # tf_keras
+        import tensorflow as tf
+
+        return node.layer, list(node.keras_inputs), tf.nest.flatten(node.outputs), node.is_input
+    raise _missing("`operation`/`input_tensors` (Keras 3) or `layer`/`keras_inputs` (tf_keras)", node)
+
+
+def history_layer(tensor):
+    """The layer that produced a symbolic Keras tensor: ``tensor._keras_history[0]``."""
+    history = getattr(tensor, "_keras_history", None)
+    if history is None:
+        raise _missing("`_keras_history`", tensor)
+    return history[0]
+
+
+# --- variables ----------------------------------------------------------------
+
+
+def _tf_keras_components(variable):
+    """The `tf.Variable`s holding the constraint of a tf_keras variable.
+
+    An `AutoCastVariable` (mixed precision) wraps its variable in ``_variable``;
+    a distributed variable has one component per replica (``.values``).
+    """
+    import tensorflow as tf
+
+    inner = getattr(variable, "_variable", None)
+    if inner is not None and not isinstance(variable, keras.Variable):
+        variable = inner
+    if isinstance(variable, tf.distribute.DistributedValues):
+        return list(variable.values)
+    return [variable]
+
+
+def set_variable_constraint(variable, constraint):
+    """Sets the constraint the optimizers apply to `variable` after each update.
+
+    Keras 3 `keras.Variable` has a public ``constraint`` setter. A tf_keras
+    kernel is a `tf.Variable` (possibly inside an `AutoCastVariable` and/or a
+    distributed variable) whose ``constraint`` property is read-only: every
+    tf_keras optimizer reads ``_constraint`` of the (primary) component, which
+    this sets on every component.
+    """
+    if isinstance(variable, keras.Variable):
+        variable.constraint = constraint
+        return
+    components = _tf_keras_components(variable)
+    for component in components:
+        if not hasattr(component, "_constraint"):
+            raise _missing("`_constraint`", component)
+        component._constraint = constraint
+
+
+# --- callbacks ----------------------------------------------------------------
+
+
+class TfKerasBatchHooks:
+    """Answers tf_keras' private questions to a callback, for Keras 3 callbacks.
+
+    tf_keras' `CallbackList` calls ``_implements_train_batch_hooks``,
+    ``_implements_test_batch_hooks`` and ``_implements_predict_batch_hooks`` on
+    every callback, methods Keras 3 callbacks lack. Mixed into a Keras 3
+    callback, these answer from the methods the subclass overrides, so one
+    class serves both flavours.
+    """
+
+    def _overrides(self, *names):
+        base = keras.callbacks.Callback
+        return any(getattr(type(self), name) is not getattr(base, name) for name in names)
+
+    def wants_train_batch_hooks(self):
+        """Whether tf_keras must call the train batch hooks (override to narrow)."""
+        return self._overrides(
+            "on_batch_begin", "on_batch_end", "on_train_batch_begin", "on_train_batch_end"
+        )
+
+    def _implements_train_batch_hooks(self):
+        return self.wants_train_batch_hooks()
+
+    def _implements_test_batch_hooks(self):
+        return self._overrides("on_test_batch_begin", "on_test_batch_end")
+
+    def _implements_predict_batch_hooks(self):
+        return self._overrides("on_predict_batch_begin", "on_predict_batch_end")
+
+
+TF_KERAS_BATCH_HOOKS = (
+    "_implements_train_batch_hooks",
+    "_implements_test_batch_hooks",
+    "_implements_predict_batch_hooks",
+)
+
+
+# --- TFMOT --------------------------------------------------------------------
+
+
+def tfmot_pruning_vars(wrapper):
+    """``(weight, mask, threshold)`` triples of a TFMOT `PruneLowMagnitude` wrapper.
+
+    Reads its undocumented ``pruning_vars`` attribute (a list, empty before
+    the wrapper is built).
+    """
+    return list(getattr(wrapper, "pruning_vars", None) or ())
+
+
+# --- TFLite flatbuffers and TensorBoard protos -------------------------------
+
+
+def _flatbuffer_utils():
+    try:
+        from tensorflow.lite.tools import flatbuffer_utils
+    except ImportError as error:  # pragma: no cover (depends on the TF build)
+        raise PrivateAPIError(
+            "deephoyer_tf edits TFLite files with tensorflow.lite.tools.flatbuffer_utils "
+            f"(checked with {CHECKED_WITH}), which this TensorFlow does not ship."
+        ) from error
+    return flatbuffer_utils
+
+
+def tflite_to_object(content):
+    """The mutable object tree (``ModelT``) of TFLite file bytes."""
+    return _flatbuffer_utils().convert_bytearray_to_object(bytearray(content))
+
+
+def tflite_to_bytes(model):
+    """TFLite file bytes of a ``ModelT`` object tree."""
+    return bytes(_flatbuffer_utils().convert_object_to_bytearray(model))
+
+
+def tflite_opcode_name(model, opcode_index):
+    """The builtin operator name (``"FULLY_CONNECTED"``...) of an operator code index."""
+    return _flatbuffer_utils().opcode_to_name(model, opcode_index)
+
+
+def scalar_summary_metadata():
+    """The serialized ``SummaryMetadata`` TensorBoard's scalar plugin expects.
+
+    Built from ``tensorflow.core.framework.summary_pb2`` so that writing a
+    scalar needs TensorFlow only (`tf.summary.scalar` raises unless TensorBoard
+    is installed): plugin ``"scalars"``, ``DATA_CLASS_SCALAR``.
+    """
+    from tensorflow.core.framework import summary_pb2
+
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars", content=b""),
+        data_class=summary_pb2.DATA_CLASS_SCALAR,
+    ).SerializeToString()
+
+
+# --- messages -------------------------------------------------------------------
+
+
+def print_msg(message):
+    """Prints through Keras' own messaging, ``keras.src.utils.io_utils.print_msg``.
+
+    Like Keras' callbacks: to stdout, or to absl logging after
+    ``keras.utils.disable_interactive_logging()``. `keras.src` is Keras 3's
+    private tree; falls back to `print` if the function moves.
+    """
+    try:
+        from keras.src.utils import io_utils
+    except ImportError:  # pragma: no cover (a future Keras)
+        print(message)
+        return
+    io_utils.print_msg(message)

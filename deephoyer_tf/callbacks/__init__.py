@@ -1,0 +1,12 @@
+"""Callbacks for Keras 3 and tf_keras `fit`.
+
+* `ThresholdPruning`: the three DeepHoyer stages in one `fit`.
+* `StrengthSchedule`: warm up, anneal or switch off the penalties.
+* `SparsitySummaries`: per-layer sparsity in TensorBoard.
+"""
+
+from deephoyer_tf.callbacks.sparsity_summaries import SparsitySummaries
+from deephoyer_tf.callbacks.strength_schedule import StrengthSchedule
+from deephoyer_tf.callbacks.threshold_pruning import ThresholdPruning
+
+__all__ = ["SparsitySummaries", "StrengthSchedule", "ThresholdPruning"]

@@ -1,0 +1,452 @@
+"""The paper's MNIST experiments, end to end, under an honest protocol.
+
+`run(model_name, method, ...)` is what ``deephoyer-tf reproduce`` calls:
+
+1. Dense pretraining, Adam with a cosine-decayed learning rate (cached in
+   `cache_dir`, reused by later runs).
+2. Training with the regularizer (`method`), the strength warmed up linearly.
+3. Pruning: ``|w| < std_ratio * std(W)`` set to zero per layer. The std ratio
+   is chosen on the validation split: the largest candidate whose validation
+   accuracy after pruning and a short fine-tune (`select_finetune_epochs`)
+   stays within `tolerance` of the dense model's; or given (`std_ratio`).
+4. Fine-tuning with the penalties off and the zeros held fixed.
+5. The final model's test accuracy (never the best seen during training) and
+   its sparsity report.
+
+``method="magnitude"`` runs TFMOT's `prune_low_magnitude` with a
+`PolynomialDecay` schedule from the same pretrained model, with the same epoch
+budget (regularized training + fine-tuning), aiming at a target sparsity
+(by default the one DeepHoyer's Hoyer-Square reached in the paper).
+
+Only the validation split (the last 5,000 training images) guides choices; the
+test images give the final number only.
+"""
+
+import dataclasses
+import hashlib
+import json
+import os
+import pathlib
+import platform
+import time
+
+import keras
+import numpy as np
+
+from deephoyer_tf._internal import validation
+from deephoyer_tf.callbacks.strength_schedule import StrengthSchedule
+from deephoyer_tf.paper import datasets
+from deephoyer_tf.paper import models as models_lib
+from deephoyer_tf.regularizers import regularizers
+from deephoyer_tf.regularizers.regularize_model import regularize
+from deephoyer_tf.sparsity.fixed_zeros import fix_zeros
+from deephoyer_tf.sparsity.fixed_zeros import strip_zero_masks
+from deephoyer_tf.sparsity.thresholding import prune
+from deephoyer_tf.structure import registry
+from deephoyer_tf.structure import report as report_lib
+
+MODELS = ("lenet-300-100", "lenet-5")
+METHODS = ("hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude")
+STRUCTURAL = ("group-hs", "group-lasso")
+
+# The paper's own rows (ICLR 2020, Tables 1, 2, 4, 5), as targets.
+PAPER = {
+    ("lenet-300-100", "hs"): {"test_accuracy": 0.984, "nonzero_weights": 6200},
+    ("lenet-5", "hs"): {"test_accuracy": 0.992, "nonzero_weights": 3550},
+    ("lenet-300-100", "group-hs"): {
+        "test_accuracy": 0.982, "macs": 16490, "structure": "353-45-11"},
+    ("lenet-5", "group-hs"): {
+        "test_accuracy": 0.990, "macs": 169937, "structure": "5-12-139-13"},
+}
+
+
+@dataclasses.dataclass
+class Recipe:
+    """Hyperparameters of one reproduction run (all overridable)."""
+
+    strength: float = 1e-4
+    pretrain_epochs: int = 30
+    regularize_epochs: int = 30
+    finetune_epochs: int = 15
+    warmup_epochs: int = 5
+    learning_rate: float = 1e-3
+    finetune_learning_rate: float = 1e-3
+    batch_size: int = 128
+    std_ratios: tuple = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0)
+    tolerance: float = 0.002
+    select_finetune_epochs: int = 2
+    std_ratio: float = None  # fixed instead of chosen on validation
+    target_sparsity: float = None  # magnitude only
+    train_subset: int = None  # use only the first N training images (quick)
+    seed: int = 0
+
+
+# Strengths: for LeNet-300-100, the sparsest of a sweep (BENCHMARKS.md) whose
+# final validation accuracy is within 0.3 points of the dense model's; for
+# LeNet-5, one run per method at a strength scaled from those (no sweep yet).
+_LENET5 = dict(pretrain_epochs=12, regularize_epochs=25, finetune_epochs=10, select_finetune_epochs=1)
+
+RECIPES = {
+    ("lenet-300-100", "hs"): Recipe(strength=3e-4),
+    ("lenet-300-100", "hoyer"): Recipe(strength=3e-3),
+    ("lenet-300-100", "group-hs"): Recipe(strength=3e-3),
+    ("lenet-300-100", "l1"): Recipe(strength=1e-4),
+    ("lenet-300-100", "group-lasso"): Recipe(strength=3e-4),
+    ("lenet-300-100", "magnitude"): Recipe(),
+    ("lenet-5", "hs"): Recipe(strength=3e-4, **_LENET5),
+    ("lenet-5", "hoyer"): Recipe(strength=3e-3, **_LENET5),
+    ("lenet-5", "group-hs"): Recipe(strength=1e-2, **_LENET5),
+    ("lenet-5", "l1"): Recipe(strength=3e-5, **_LENET5),
+    ("lenet-5", "group-lasso"): Recipe(strength=3e-4, **_LENET5),
+    ("lenet-5", "magnitude"): Recipe(**_LENET5),
+}
+
+QUICK = dict(
+    pretrain_epochs=1, regularize_epochs=2, finetune_epochs=1, warmup_epochs=1,
+    train_subset=6000,
+)
+
+
+def recipe_for(model_name, method, quick=False, **overrides):
+    """The default recipe of (`model_name`, `method`), with `overrides` applied."""
+    _check_choice(model_name, MODELS, "model")
+    _check_choice(method, METHODS, "method")
+    recipe = dataclasses.replace(RECIPES[(model_name, method)])
+    if quick:
+        recipe = dataclasses.replace(recipe, **QUICK)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
+    if unknown:
+        raise ValueError(f"Unknown recipe fields: {unknown}")
+    return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_choice(value, choices, name):
+    validation.check_choice(value, name, choices)
+
+
+def make_regularizer(method, strength):
+    """The regularizer of `method` with `strength` (None for magnitude)."""
+    return {
+        "hs": lambda: regularizers.HoyerSquare(strength),
+        "hoyer": lambda: regularizers.Hoyer(strength),
+        "group-hs": lambda: regularizers.GroupHoyerSquare(strength, "both"),
+        "l1": lambda: keras.regularizers.L1(strength),
+        "group-lasso": lambda: regularizers.GroupLasso(strength, "both"),
+        "magnitude": lambda: None,
+    }[method]()
+
+
+def build_model(model_name, flavour="keras"):
+    builder = {"lenet-300-100": models_lib.lenet_300_100, "lenet-5": models_lib.lenet_5}
+    return builder[model_name](flavour=flavour)
+
+
+def _compile(model, learning_rate, module=keras, decay_steps=None):
+    """Adam with `learning_rate`, cosine-decayed to 0 over `decay_steps` if given."""
+    if decay_steps:
+        learning_rate = module.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
+    model.compile(
+        optimizer=module.optimizers.Adam(learning_rate),
+        loss=module.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def _accuracy(model, x, y, batch_size=1000):
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def _training_arrays(data, recipe):
+    if recipe.train_subset:
+        return data.x_train[: recipe.train_subset], data.y_train[: recipe.train_subset]
+    return data.x_train, data.y_train
+
+
+def data_fingerprint(x, y):
+    """A short hash of training arrays (their shapes, dtypes and bytes)."""
+    digest = hashlib.sha1()
+    for array in (np.ascontiguousarray(x), np.ascontiguousarray(y)):
+        digest.update(f"{array.shape}{array.dtype}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:12]
+
+
+def pretrained(model_name, data, recipe, cache_dir, log=print):
+    """The dense model: loaded from `cache_dir` if trained before, else trained."""
+    x, y = _training_arrays(data, recipe)
+    key = f"{model_name}-dense-cos-e{recipe.pretrain_epochs}-b{recipe.batch_size}-s{recipe.seed}"
+    if recipe.train_subset:
+        key += f"-n{recipe.train_subset}"
+    # The data are part of the key: a Fashion-MNIST run must not reuse an MNIST model.
+    key += f"-d{data_fingerprint(x, y)}"
+    path = pathlib.Path(cache_dir) / f"{key}.keras"
+    if path.exists():
+        log(f"[pretrain] reusing {path}")
+        return keras.models.load_model(path), 0
+    keras.utils.set_random_seed(recipe.seed)
+    model = build_model(model_name)
+    steps = recipe.pretrain_epochs * int(np.ceil(len(x) / recipe.batch_size))
+    _compile(model, recipe.learning_rate, decay_steps=steps)
+    log(f"[pretrain] {model_name}: {recipe.pretrain_epochs} epochs")
+    model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.pretrain_epochs,
+              validation_data=(data.x_val, data.y_val), verbose=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return model, recipe.pretrain_epochs
+
+
+def select_std_ratio(model, data, recipe, reference, log=print):
+    """Largest candidate std ratio whose validation accuracy stays within tolerance.
+
+    Candidates are tried from the largest down on a copy of the weights:
+    prune, fine-tune `recipe.select_finetune_epochs` epochs with the zeros
+    held fixed and no penalty (0: none), evaluate on the validation split. The
+    first whose accuracy is at least ``reference - recipe.tolerance`` wins.
+    The original weights are restored after each try.
+    """
+    saved = model.get_weights()
+    x_train, y_train = _training_arrays(data, recipe)
+    chosen = None
+    for ratio in sorted(recipe.std_ratios, reverse=True):
+        report = prune(model, std_ratio=ratio)
+        trial = model
+        if recipe.select_finetune_epochs:
+            trial = _finetune_copy(model, recipe, recipe.select_finetune_epochs, len(x_train))
+            trial.fit(x_train, y_train, batch_size=recipe.batch_size,
+                      epochs=recipe.select_finetune_epochs, verbose=0)
+        accuracy = _accuracy(trial, data.x_val, data.y_val)
+        model.set_weights(saved)
+        log(f"[select] std_ratio={ratio:g}: val acc {accuracy:.4f}, "
+            f"nonzero {report.nonzero_weights}, MACs {report.macs}")
+        if accuracy >= reference - recipe.tolerance:
+            chosen = ratio
+            break
+    if chosen is None:
+        chosen = min(recipe.std_ratios)
+        log(f"[select] no candidate within tolerance; using the smallest, {chosen:g}")
+    return chosen
+
+
+def _finetune_copy(model, recipe, epochs, train_size):
+    """A compiled copy of `model` without penalties, its zeros held fixed.
+
+    Its learning rate decays from `recipe.finetune_learning_rate` to 0 along
+    a cosine over `epochs` epochs of `train_size` images.
+    """
+    plain = keras.models.clone_model(model, clone_function=_without_regularizers)
+    plain.set_weights(model.get_weights())
+    steps = epochs * int(np.ceil(train_size / recipe.batch_size))
+    _compile(plain, recipe.finetune_learning_rate, decay_steps=steps)
+    return fix_zeros(plain)
+
+
+def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=None,
+        recipe=None, log=print):
+    """Runs one reproduction and returns its results (also written to `output`)."""
+    start = time.time()
+    recipe = recipe or recipe_for(model_name, method, quick)
+    output = pathlib.Path(output or f"runs/{model_name}-{method}")
+    output.mkdir(parents=True, exist_ok=True)
+    cache_dir = cache_dir or os.environ.get(
+        "DEEPHOYER_CACHE_DIR", pathlib.Path.home() / ".cache" / "deephoyer_tf")
+    data = datasets.load_mnist(data_dir)
+    x_train, y_train = _training_arrays(data, recipe)
+
+    dense, pretrain_epochs_run = pretrained(model_name, data, recipe, cache_dir, log)
+    dense_val = _accuracy(dense, data.x_val, data.y_val)
+    dense_test = _accuracy(dense, data.x_test, data.y_test)
+    log(f"[dense] validation accuracy {dense_val:.4f}")
+
+    keras.utils.set_random_seed(recipe.seed + 1)
+    extra = {}
+    if method == "magnitude":
+        model, extra = _run_magnitude(model_name, dense, data, recipe, log)
+    else:
+        model, extra = _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log)
+
+    stages = {"dense": _kernel_arrays(dense), "final": _kernel_arrays(model)}
+    if "regularized_kernels" in extra:
+        stages["regularized"] = extra.pop("regularized_kernels")
+    save_stages(output / "stages.npz", stages)
+    report = report_lib.sparsity_report(model)
+    validation_accuracy = _accuracy(model, data.x_val, data.y_val)
+    test_accuracy = _accuracy(model, data.x_test, data.y_test)  # the final number, once
+    model_path = output / "model.keras"
+    model.save(model_path)
+    summary = report.to_dict()
+    results = {
+        "model": model_name,
+        "method": method,
+        "test_accuracy": test_accuracy,
+        "validation_accuracy": validation_accuracy,
+        "dense_test_accuracy": dense_test,
+        "dense_validation_accuracy": dense_val,
+        "nonzero_weights": report.nonzero_weights,
+        "total_weights": report.total_weights,
+        "macs": report.macs,
+        "dense_macs": report.dense_macs,
+        "structure": report.structure,
+        "per_layer": summary.get("layers"),
+        "epochs": {
+            "pretrain": recipe.pretrain_epochs,
+            "regularize": recipe.regularize_epochs,
+            "finetune": recipe.finetune_epochs,
+        },
+        "wall_seconds": round(time.time() - start, 1),
+        "pretrain_cached": pretrain_epochs_run == 0,
+        "recipe": dataclasses.asdict(recipe),
+        "paper": PAPER.get((model_name, method)),
+        "model_path": str(model_path),
+        "quick": quick,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "versions": {"tensorflow": _tf_version(), "keras": keras.__version__},
+        **extra,
+    }
+    (output / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    log("")
+    log(report)
+    log(format_results(results))
+    return results
+
+
+def _tf_version():
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log):
+    regularizer = make_regularizer(method, recipe.strength)
+    model = regularize(dense, regularizer)
+    _compile(model, recipe.learning_rate)
+    callbacks = []
+    if isinstance(regularizer, regularizers.DeepHoyerRegularizer) and recipe.warmup_epochs:
+        callbacks.append(StrengthSchedule.linear_warmup(recipe.warmup_epochs))
+    log(f"[regularize] {method} strength {recipe.strength:g}: {recipe.regularize_epochs} epochs")
+    model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.regularize_epochs,
+              validation_data=(data.x_val, data.y_val), callbacks=callbacks, verbose=2)
+    regularized_val = _accuracy(model, data.x_val, data.y_val)
+    regularized_kernels = _kernel_arrays(model)
+    if recipe.std_ratio is not None:
+        ratio = recipe.std_ratio
+    else:
+        reference = dense_val
+        ratio = select_std_ratio(model, data, recipe, reference, log)
+    report = prune(model, std_ratio=ratio)
+    log(f"[prune] std_ratio {ratio:g}: {report.nonzero_weights} nonzero of {report.total_weights}")
+
+    # Fine-tune: a plain copy of the architecture (no penalty), zeros fixed.
+    plain = _finetune_copy(model, recipe, recipe.finetune_epochs, len(x_train))
+    log(f"[finetune] {recipe.finetune_epochs} epochs, zeros fixed")
+    plain.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.finetune_epochs,
+              validation_data=(data.x_val, data.y_val), verbose=2)
+    final = strip_zero_masks(plain)
+    return final, {
+        "std_ratio": ratio,
+        "strength": recipe.strength,
+        "regularized_validation_accuracy": regularized_val,
+        "pruned_nonzero_weights": report.nonzero_weights,
+        "regularized_kernels": regularized_kernels,
+    }
+
+
+def _without_regularizers(layer):
+    """A copy of `layer` without the weight regularizers the layer registry names."""
+    config = layer.get_config()
+    for key in registry.weight_regularizer_attributes(layer):
+        if key in config:
+            config[key] = None
+    return type(layer).from_config(config)
+
+
+def _run_magnitude(model_name, dense, data, recipe, log):
+    """TFMOT magnitude pruning (tf_keras), polynomial decay to the target sparsity."""
+    import tensorflow_model_optimization as tfmot  # lazy: switches tf.keras to Keras 2
+    import tf_keras
+
+    target = recipe.target_sparsity
+    if target is None:
+        paper = PAPER[(model_name, "hs")]["nonzero_weights"]
+        total = sum(int(np.prod(w.shape)) for w in _kernels_of(dense))
+        target = 1.0 - paper / total
+    x_train, y_train = _training_arrays(data, recipe)
+    steps_per_epoch = int(np.ceil(len(x_train) / recipe.batch_size))
+    end_step = steps_per_epoch * recipe.regularize_epochs
+    model = build_model(model_name, flavour="tf_keras")
+    model.set_weights(dense.get_weights())
+    schedule = tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=float(target), begin_step=0,
+        end_step=max(end_step, 1), frequency=max(steps_per_epoch // 4, 1))
+    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
+    _compile(pruned, recipe.learning_rate, tf_keras)
+    epochs = recipe.regularize_epochs + recipe.finetune_epochs
+    log(f"[magnitude] TFMOT prune_low_magnitude to sparsity {target:.4f}: {epochs} epochs")
+    pruned.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=epochs,
+               validation_data=(data.x_val, data.y_val), verbose=2,
+               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    final = build_model(model_name)
+    final.set_weights(stripped.get_weights())
+    return final, {"target_sparsity": float(target)}
+
+
+def _kernel_arrays(model):
+    return {layer.name: layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")}
+
+
+def save_stages(path, stages):
+    """Saves kernels per stage as ``{stage}/{layer}`` arrays in an `.npz` file.
+
+    Stages: ``dense`` (pretrained), ``regularized`` (after training with the
+    regularizer, before pruning; absent for magnitude pruning), ``final``
+    (after pruning and fine-tuning).
+    """
+    np.savez_compressed(path, **{
+        f"{stage}/{layer}": kernel
+        for stage, kernels in stages.items() for layer, kernel in kernels.items()
+    })
+
+
+def _kernels_of(model):
+    return [layer.kernel for layer in model.layers if hasattr(layer, "kernel")]
+
+
+def format_results(results):
+    """The run's result lines, with the paper's row beside ours."""
+    paper = results.get("paper") or {}
+    ratio = results["total_weights"] / max(results["nonzero_weights"], 1)
+    mac_ratio = results["dense_macs"] / max(results["macs"], 1)
+    lines = [
+        f"{results['model']} / {results['method']}:",
+        f"  {'':<10}{'test acc':>10}{'nonzero':>10}{'ratio':>9}{'MACs':>10}{'MAC ratio':>11}  structure",
+        f"  {'ours':<10}{results['test_accuracy']:>10.2%}{results['nonzero_weights']:>10,}"
+        f"{ratio:>8.1f}x{results['macs']:>10,}{mac_ratio:>10.1f}x  {results['structure']}",
+    ]
+    if paper:
+        nonzero, macs = paper.get("nonzero_weights"), paper.get("macs")
+        total, dense_macs = results["total_weights"], results["dense_macs"]
+        cells = [
+            f"{paper['test_accuracy']:>10.2%}",
+            f"{nonzero:>10,}" if nonzero else f"{'-':>10}",
+            f"{total / nonzero:>8.1f}x" if nonzero else f"{'-':>9}",
+            f"{macs:>10,}" if macs else f"{'-':>10}",
+            f"{dense_macs / macs:>10.1f}x" if macs else f"{'-':>11}",
+        ]
+        lines.append(f"  {'paper':<10}" + "".join(cells) + f"  {paper.get('structure', '-')}")
+    lines.append(
+        f"  dense test accuracy {results['dense_test_accuracy']:.2%}; "
+        f"wall time {results['wall_seconds']:.0f} s"
+    )
+    return "\n".join(lines)

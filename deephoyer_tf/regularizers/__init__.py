@@ -1,0 +1,27 @@
+"""Regularizers: the DeepHoyer measures, the Keras regularizer classes, `regularize`.
+
+* `measures`: the math (Hoyer, Hoyer-Square, Group-HS, group lasso) as pure
+  TensorFlow functions with closed-form gradients.
+* `regularizers`: `HoyerSquare`, `Hoyer`, `GroupHoyerSquare`, `GroupLasso`,
+  Keras regularizers for both flavours.
+* `regularize_model`: `regularize`, attach a regularizer to the kernels of an existing model.
+* `strengths`: the strength variables of a model's regularizers.
+"""
+
+from deephoyer_tf.regularizers.regularize_model import regularize
+from deephoyer_tf.regularizers.regularizers import DeepHoyerRegularizer
+from deephoyer_tf.regularizers.regularizers import GroupHoyerSquare
+from deephoyer_tf.regularizers.regularizers import GroupLasso
+from deephoyer_tf.regularizers.regularizers import Hoyer
+from deephoyer_tf.regularizers.regularizers import HoyerSquare
+from deephoyer_tf.regularizers.strengths import strength_variables
+
+__all__ = [
+    "DeepHoyerRegularizer",
+    "GroupHoyerSquare",
+    "GroupLasso",
+    "Hoyer",
+    "HoyerSquare",
+    "regularize",
+    "strength_variables",
+]

@@ -1,0 +1,336 @@
+"""DeepHoyer regularizers as Keras regularizers.
+
+Attach them the way Keras users attach `keras.regularizers.L1`::
+
+    layer = keras.layers.Dense(300, kernel_regularizer=deephoyer_tf.HoyerSquare(1e-4))
+
+The same instance works on Keras 3 layers and on tf_keras layers, and models
+using it save and load in both flavours without `custom_objects`.
+
+Each regularizer returns ``strength * measure(W)`` as a float32 scalar. The
+strength is held in a `tf.Variable`, so it can be changed during training
+without recompiling: ``regularizer.strength = 0.0`` switches it off.
+
+Reference: Yang, Wen, Li. "DeepHoyer: Learning Sparser Neural Network with
+Differentiable Scale-Invariant Sparsity Measures." ICLR 2020.
+"""
+
+import keras
+import tensorflow as tf
+
+from deephoyer_tf._internal import tf_keras_faces
+from deephoyer_tf._internal import validation
+from deephoyer_tf.regularizers import measures as _measures
+from deephoyer_tf.structure import registry
+
+_PACKAGE = "deephoyer_tf"
+_GROUPS = ("outputs", "inputs", "both")
+
+# Classes registered here are also registered with tf_keras when it is imported.
+REGISTERED = []
+
+
+def _register(alias):
+    """Registers a class with Keras 3 (and tf_keras) as ``deephoyer_tf>Name``.
+
+    `alias`, the snake_case name, is registered as a custom object too, so
+    ``{"class_name": "hoyer_square", "config": {"strength": 1e-4}}``
+    deserializes in both flavours. (A bare string such as
+    ``kernel_regularizer="hoyer_square"`` is not supported: Keras 3 looks
+    strings up among its built-ins only.)
+    """
+
+    def decorator(cls):
+        keras.saving.register_keras_serializable(package=_PACKAGE)(cls)
+        keras.saving.get_custom_objects()[alias] = cls
+        cls.alias = alias
+        REGISTERED.append(cls)
+        return cls
+
+    return decorator
+
+
+def _register_with_tf_keras(tf_keras):
+    """The tf_keras face: registration, and tf_keras' `Regularizer` as a second base.
+
+    Registers the classes with tf_keras under ``deephoyer_tf>Name``, alias and
+    name. tf_keras' `regularizers.serialize` warns about regularizers that are
+    not `tf_keras.regularizers.Regularizer` instances, so that class becomes a
+    second base of `DeepHoyerRegularizer` once tf_keras is imported (until
+    then it cannot be named without importing tf_keras).
+    """
+    base = tf_keras.regularizers.Regularizer
+    if base not in DeepHoyerRegularizer.__mro__:
+        DeepHoyerRegularizer.__bases__ = DeepHoyerRegularizer.__bases__ + (base,)
+    custom_objects = tf_keras.utils.get_custom_objects()
+    for cls in REGISTERED:
+        tf_keras.utils.register_keras_serializable(package=_PACKAGE)(cls)
+        custom_objects.setdefault(cls.alias, cls)
+        # tf_keras's legacy (.h5) loader looks nested objects up by their bare
+        # `class_name`, not by the registered ``deephoyer_tf>Name``.
+        custom_objects.setdefault(cls.__name__, cls)
+
+
+def _check_strength(value, name):
+    return validation.check_float(value, name)
+
+
+def _new_strength_variable(value, name):
+    with tf.init_scope():
+        return tf.Variable(value, trainable=False, dtype=tf.float32, name=name)
+
+
+class _StrengthVariable:
+    """A descriptor exposing a `tf.Variable` as a float attribute."""
+
+    def __init__(self, slot):
+        self.slot = slot
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return float(getattr(instance, self.slot).numpy())
+
+    def __set__(self, instance, value):
+        getattr(instance, self.slot).assign(_check_strength(value, self.name))
+
+
+class DeepHoyerRegularizer(keras.regularizers.Regularizer):
+    """Base class: a strength held in a variable times a sparsity measure.
+
+    An instance is a `keras.regularizers.Regularizer` that tf_keras layers
+    accept too (tf_keras takes any callable with `get_config`): one object
+    for both Keras flavours, registered with both (with tf_keras when it is
+    imported), so models of either flavour save and load without
+    `custom_objects`.
+
+    Subclasses implement `measure(x)`. `strength_variables()` lists the
+    variables a callback may assign to warm up, anneal or switch off the
+    penalty.
+    """
+
+    strength = _StrengthVariable("_strength")
+
+    def __init__(self, strength):
+        strength = _check_strength(strength, "strength")
+        self._strength = _new_strength_variable(strength, "strength")
+
+    def measure(self, x):
+        """The unscaled sparsity measure of `x`, a float32 scalar."""
+        raise NotImplementedError
+
+    def __call__(self, x):
+        return self._strength * self.measure(x)
+
+    def strength_variables(self):
+        """The `tf.Variable`s holding the strengths of this regularizer."""
+        return [self._strength]
+
+    def get_config(self):
+        return {"strength": self.strength}
+
+    def __repr__(self):
+        items = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({items})"
+
+
+@_register("hoyer")
+class Hoyer(DeepHoyerRegularizer):
+    """Hoyer regularizer: ``strength * sum|w_i| / sqrt(sum w_i^2)`` (paper, eq. 2).
+
+    Scale invariant, range ``[1, sqrt(N)]`` for N elements (0 for an all-zero
+    kernel).
+
+    Args:
+        strength: float >= 0, the regularization strength (default 1e-4).
+
+    Example: for ``w = [3, 4]``, ``Hoyer(1.0)(w) = 7 / 5 = 1.4``.
+    """
+
+    def __init__(self, strength=1e-4):
+        super().__init__(strength)
+
+    def measure(self, x):
+        return _measures.hoyer(x)
+
+
+@_register("hoyer_square")
+class HoyerSquare(DeepHoyerRegularizer):
+    """Hoyer-Square: ``strength * (sum|w_i|)^2 / sum w_i^2`` (paper, eq. 3).
+
+    A scale-invariant, differentiable stand-in for the L0 norm: its range is
+    ``[1, N]`` for N elements (0 for an all-zero kernel), and its gradient
+    (eq. 4) is ``2 sign(w_j) sum|w_i| / (sum w_i^2)^2 * (sum w_i^2 - |w_j| sum|w_i|)``,
+    0 at ``w_j = 0``.
+
+    Args:
+        strength: float >= 0, the regularization strength (default 1e-4).
+
+    Example: for ``w = [3, 4]``, ``HoyerSquare(1.0)(w) = 49 / 25 = 1.96``.
+    """
+
+    def __init__(self, strength=1e-4):
+        super().__init__(strength)
+
+    def measure(self, x):
+        return _measures.hoyer_square(x)
+
+
+class _GroupRegularizer(DeepHoyerRegularizer):
+    """Shared argument handling of the group regularizers."""
+
+    def __init__(self, strength, groups="both", input_strength=None, layout="in_out"):
+        super().__init__(strength)
+        validation.check_choice(groups, "groups", _GROUPS)
+        validation.check_choice(layout, "layout", registry.LAYOUTS)
+        if input_strength is not None and groups != "both":
+            raise ValueError(
+                "Argument `input_strength` applies only with groups='both'. "
+                f"Received: input_strength={input_strength!r}, groups={groups!r}"
+            )
+        self.groups = groups
+        self.layout = layout
+        self._tied = input_strength is None
+        if self._tied:
+            self._input_strength = self._strength
+        else:
+            self._input_strength = _new_strength_variable(
+                _check_strength(input_strength, "input_strength"), "input_strength"
+            )
+
+    @property
+    def input_strength(self):
+        """Strength of the inputs term (equal to `strength` when tied)."""
+        return float(self._input_strength.numpy())
+
+    @input_strength.setter
+    def input_strength(self, value):
+        if self._tied:
+            raise ValueError(
+                "`input_strength` is tied to `strength` (the regularizer was "
+                "created with input_strength=None): set `strength`, which "
+                "scales both terms, or create the regularizer with an explicit "
+                f"input_strength. Received: input_strength={value!r}"
+            )
+        self._input_strength.assign(_check_strength(value, "input_strength"))
+
+    def _group_measures(self, x, keep_axes_list):
+        """The measure of `x` for each grouping in `keep_axes_list`, as a list."""
+        raise NotImplementedError
+
+    def _terms(self, x):
+        x = tf.convert_to_tensor(x)
+        rank = x.shape.rank
+        needed = 3 if self.layout == "depthwise" else 2
+        if rank is None or rank < needed:
+            raise ValueError(
+                f"{type(self).__name__} cannot group a tensor of rank {rank} "
+                f"(shape {tuple(x.shape)}): groups={self.groups!r} with "
+                f"layout={self.layout!r} needs a kernel of rank >= {needed}, "
+                "such as a Dense (in, out) or Conv (k..., in, out) kernel."
+            )
+        kinds = ("outputs", "inputs") if self.groups == "both" else (self.groups,)
+        values = self._group_measures(x, [registry.keep_axes(self.layout, k) for k in kinds])
+        return dict(zip(kinds, values))
+
+    def measure(self, x):
+        """Sum of the group measures over the selected group kinds (unscaled)."""
+        return tf.add_n(list(self._terms(x).values()))
+
+    def __call__(self, x):
+        terms = self._terms(x)
+        total = 0.0
+        if "outputs" in terms:
+            total += self._strength * terms["outputs"]
+        if "inputs" in terms:
+            strength = self._strength if self.groups != "both" else self._input_strength
+            total += strength * terms["inputs"]
+        return total
+
+    def strength_variables(self):
+        if self._tied:
+            return [self._strength]
+        return [self._strength, self._input_strength]
+
+    def with_layout(self, layout):
+        """A copy for kernels of another `layout`, sharing the strength variables."""
+        if layout == self.layout:
+            return self
+        clone = type(self).from_config({**self.get_config(), "layout": layout})
+        clone._strength = self._strength
+        clone._input_strength = self._input_strength
+        return clone
+
+    def get_config(self):
+        return {
+            "strength": self.strength,
+            "groups": self.groups,
+            "input_strength": None if self._tied else self.input_strength,
+            "layout": self.layout,
+        }
+
+
+@_register("group_hoyer_square")
+class GroupHoyerSquare(_GroupRegularizer):
+    """Group-HS: ``strength * (sum_g ||w^(g)||_2)^2 / sum_g ||w^(g)||_2^2`` (eq. 6).
+
+    Groups are the units of the layer, so that a zero group is a removable
+    neuron, filter or channel:
+
+    * ``groups="outputs"``: one group per output unit (a Dense output neuron,
+      a Conv filter): for a Keras ``(k..., in, out)`` kernel, reduce over every
+      axis but the last.
+    * ``groups="inputs"``: one group per input unit (a Dense input feature, a
+      Conv input channel): reduce over every axis but the second-to-last.
+    * ``groups="both"`` (default): the sum of the two terms, eq. 8 of the paper;
+      by default with equal strengths, or ``input_strength`` for the inputs
+      term.
+
+    Args:
+        strength: float >= 0 (default 1e-4), the strength of the outputs term
+            (and of the inputs term unless `input_strength` is given).
+        groups: ``"outputs"``, ``"inputs"`` or ``"both"``.
+        input_strength: float >= 0 or None, the strength of the inputs term
+            when ``groups="both"``.
+        layout: the kernel layout: ``"in_out"`` (Dense, Conv, Embedding: the
+            default), ``"out_in"`` (ConvTranspose) or ``"depthwise"``
+            (DepthwiseConv, the depthwise kernel of SeparableConv, whose output
+            channels are (input channel, multiplier) pairs).
+            `deephoyer_tf.regularize` picks it from the layer type.
+
+    Example: for ``W = [[3, 0], [4, 0]]`` (a Dense kernel, 2 inputs, 2 outputs)
+    the output groups have norms 5 and 0, so ``GroupHoyerSquare(1.0,
+    "outputs")(W) = 25 / 25 = 1``; the input groups have norms 3 and 4, so
+    ``GroupHoyerSquare(1.0, "inputs")(W) = 49 / 25 = 1.96``.
+    """
+
+    def __init__(self, strength=1e-4, groups="both", input_strength=None, layout="in_out"):
+        super().__init__(strength, groups, input_strength, layout)
+
+    def _group_measures(self, x, keep_axes_list):
+        # Both groupings in one pass, with the closed-form gradient (eq. 10).
+        return tf.unstack(_measures.group_hoyer_square_terms(x, keep_axes_list))
+
+
+@_register("group_lasso")
+class GroupLasso(_GroupRegularizer):
+    """Group lasso: ``strength * sum_g ||w^(g)||_2`` (paper eq. 5; Wen et al. 2016).
+
+    The baseline structural regularizer. Same groups, arguments and layouts as
+    `GroupHoyerSquare`. Not scale invariant.
+
+    Example: for ``W = [[3, 0], [4, 0]]``, ``GroupLasso(1.0, "outputs")(W) = 5``
+    and ``GroupLasso(1.0, "inputs")(W) = 3 + 4 = 7``.
+    """
+
+    def __init__(self, strength=1e-4, groups="both", input_strength=None, layout="in_out"):
+        super().__init__(strength, groups, input_strength, layout)
+
+    def _group_measures(self, x, keep_axes_list):
+        return [_measures.group_lasso(x, keep) for keep in keep_axes_list]
+
+
+tf_keras_faces.on_tf_keras(_register_with_tf_keras)

@@ -1,0 +1,160 @@
+"""`prune`: set every kernel weight below a threshold to exactly zero.
+
+The second stage of DeepHoyer (paper, section 4.3): after training with the
+regularizer, weights with ``|w| < t`` are removed. Two rules for ``t``:
+
+* ``std_ratio``: ``t = std_ratio * std(W)`` with ``std`` the (population)
+  standard deviation of the layer's kernel ``W``, the paper's MNIST rule;
+* ``threshold``: an absolute ``t``, its ImageNet rule.
+"""
+
+import collections.abc
+
+import numpy as np
+
+from deephoyer_tf._internal import flavours
+from deephoyer_tf._internal import validation
+from deephoyer_tf.sparsity import kernels as kernels_lib
+from deephoyer_tf.sparsity import zero_mask
+from deephoyer_tf.structure import registry
+from deephoyer_tf.structure.report import sparsity_report
+
+
+def _check_value(value, name, label):
+    return validation.check_float(
+        value, name, label=label, type_hint="a float or a dict from layer name to float"
+    )
+
+
+def check_rule(std_ratio, threshold):
+    """Validates the pair; returns ``(name, value)`` with value a float or dict.
+
+    Exactly one of `std_ratio` and `threshold` must be given; each is a float
+    >= 0 or a dict from layer name to such a float.
+    """
+    if (std_ratio is None) == (threshold is None):
+        raise ValueError(
+            "Exactly one of the arguments `std_ratio` and `threshold` must be "
+            f"given. Received: std_ratio={std_ratio!r}, threshold={threshold!r}"
+        )
+    name, value = (
+        ("std_ratio", std_ratio) if std_ratio is not None else ("threshold", threshold)
+    )
+    if isinstance(value, collections.abc.Mapping):
+        checked = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"Invalid type for argument `{name}`. Expected layer names "
+                    f"(str) as dict keys. Received: key {key!r} of type "
+                    f"{type(key).__name__}"
+                )
+            checked[key] = _check_value(item, name, f"{name}[{key!r}]")
+        return name, checked
+    return name, _check_value(value, name, name)
+
+
+def prune(model, std_ratio=None, threshold=None, *, biases=False, layer_types=None):
+    """Sets every kernel weight with ``|w| < t`` to exactly 0, in place.
+
+    For each kernel ``W`` of the selected layers, the threshold is
+    ``t = std_ratio * np.std(W)`` (paper, section 4.3, MNIST) or
+    ``t = threshold`` (ImageNet); then ``W[|W| < t] = 0``. Pass exactly one of
+    the two. A dict gives per-layer values; layers it does not name are left
+    untouched. On a model whose zeros are held by `fix_zeros` (either flavour)
+    the masks are updated too, so the new zeros are held as well.
+
+    Args:
+        model: a built Keras model, Keras 3 or tf_keras, possibly wrapped by
+            `fix_zeros` (TFMOT wrappers are seen through).
+        std_ratio: float >= 0, or dict {layer name: float}: the threshold in
+            units of the kernel's standard deviation.
+        threshold: float >= 0, or dict {layer name: float}: the absolute
+            threshold.
+        biases: also prune the biases of the same layers, with
+            ``t = std_ratio * np.std(b)`` or ``t = threshold`` (default False).
+            `fix_zeros` holds kernel zeros only.
+        layer_types: layer types to prune, default
+            `deephoyer_tf.structure.registry.default_types()` (``Dense``,
+            ``Conv1D/2D/3D`` and custom layers registered with the default).
+
+    Returns:
+        ``deephoyer_tf.sparsity_report(model)`` after pruning.
+
+    Raises:
+        TypeError: `model` is not a Keras model; a value is not a float.
+        ValueError: both or neither of `std_ratio` and `threshold`; a negative
+            or non-finite value; a dict naming layers without a prunable kernel,
+            or naming both a TFMOT wrapper and its layer; an unsupported layer
+            type; a layer not built; a kernel (or pruned bias) holding NaN or
+            inf (training diverged), before anything is changed.
+
+    Example: a Dense kernel ``[[0.1, -2.0], [0.5, 3.0]]`` with
+    ``threshold=0.6`` becomes ``[[0, -2.0], [0, 3.0]]``::
+
+        deephoyer_tf.prune(model, threshold=0.6)
+        report = deephoyer_tf.prune(model, std_ratio={"fc1": 0.5, "fc2": 0.25})
+        print(report)
+    """
+    flavours.check_model(model)
+    rule, value = check_rule(std_ratio, threshold)
+    validation.check_bool(biases, "biases")
+    types = registry.check_layer_types(layer_types)
+    refs = kernels_lib.model_kernels(model, types)
+    for ref in refs:
+        _check_finite(ref.layer, ref.variable, "kernel")
+        bias = getattr(ref.layer, "bias", None) if biases else None
+        if bias is not None:
+            _check_finite(ref.layer, bias, "bias")
+    if isinstance(value, dict):
+        known = set().union(*(ref.names() for ref in refs)) if refs else set()
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument `{rule}`. Expected a dict keyed "
+                f"by names of layers of types {list(types)} in the model: "
+                f"{sorted({ref.layer.name for ref in refs})}. Received unknown "
+                f"names: {unknown}"
+            )
+    pruned_layers = set()
+    for ref in refs:
+        if isinstance(value, dict):
+            names = sorted(ref.names() & set(value))
+            if not names:
+                continue
+            if len(names) > 1:
+                raise ValueError(
+                    f"Invalid value for argument `{rule}`: it names both the TFMOT "
+                    f"wrapper {ref.wrapper.name!r} and the layer {ref.layer.name!r} it "
+                    f"wraps, with values {[value[n] for n in names]}. Name one of them."
+                )
+            layer_value = value[names[0]]
+        else:
+            layer_value = value
+        _prune_variable(ref.variable, rule, layer_value)
+        zero_mask.refresh_masks(ref)
+        if biases and id(ref.layer) not in pruned_layers:
+            bias = getattr(ref.layer, "bias", None)
+            if bias is not None:
+                _prune_variable(bias, rule, layer_value)
+        pruned_layers.add(id(ref.layer))
+    return sparsity_report(model)
+
+
+def _prune_variable(variable, rule, value):
+    weights = np.asarray(variable.numpy())
+    t = value * float(np.std(weights)) if rule == "std_ratio" else value
+    variable.assign(np.where(np.abs(weights) < t, np.zeros_like(weights), weights))
+
+
+def _check_finite(layer, variable, what):
+    weights = np.asarray(variable.numpy())
+    bad = ~np.isfinite(weights)
+    if bad.any():
+        raise ValueError(
+            f"prune() cannot threshold layer {layer.name!r}: its {what} of shape "
+            f"{weights.shape} holds {int(np.isnan(weights).sum())} NaN and "
+            f"{int(np.isinf(weights).sum())} inf values (training diverged?). "
+            "Lower the learning rate or the regularization strength, or restore "
+            "an earlier checkpoint."
+        )

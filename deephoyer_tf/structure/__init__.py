@@ -1,0 +1,45 @@
+"""Structure: the layer registry, graph reading, liveness, `sparsity_report` and `shrink`.
+
+* `registry`: what deephoyer_tf knows about each layer class (public:
+  `register_layer`, `KernelSpec`); `builtin_layers`: Keras' own layers.
+* `graph`: a model flattened into ops over tensors.
+* `liveness`: which units are live, what must be kept together.
+* `report`: `sparsity_report`, the paper's counts (nonzeros, live units, MACs).
+* `surgery`: `shrink` (with `cutters`, one per layer kind, and `gather_units`): dead
+  units physically removed.
+"""
+
+from deephoyer_tf.structure import builtin_layers  # noqa: F401 (registers Keras' layers)
+from deephoyer_tf.structure.cutters import Cut
+from deephoyer_tf.structure.cutters import cut_kernel_layer
+from deephoyer_tf.structure.cutters import fold_dense
+from deephoyer_tf.structure.gather_units import GatherUnits
+from deephoyer_tf.structure.registry import KernelSpec
+from deephoyer_tf.structure.registry import LayerEntry
+from deephoyer_tf.structure.registry import register_layer
+from deephoyer_tf.structure.registry import registered_entries
+from deephoyer_tf.structure.registry import supported_types
+from deephoyer_tf.structure.registry import unregister_layer
+from deephoyer_tf.structure.report import LayerReport
+from deephoyer_tf.structure.report import SparsityReport
+from deephoyer_tf.structure.report import sparsity_report
+from deephoyer_tf.structure.surgery import ShrinkSummary
+from deephoyer_tf.structure.surgery import shrink
+
+__all__ = [
+    "Cut",
+    "GatherUnits",
+    "KernelSpec",
+    "LayerEntry",
+    "LayerReport",
+    "ShrinkSummary",
+    "SparsityReport",
+    "cut_kernel_layer",
+    "fold_dense",
+    "register_layer",
+    "registered_entries",
+    "shrink",
+    "sparsity_report",
+    "supported_types",
+    "unregister_layer",
+]

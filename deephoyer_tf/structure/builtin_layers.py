@@ -1,0 +1,116 @@
+"""The registry entries of Keras' own layers, for Keras 3 now and tf_keras when it loads.
+
+One table for both flavours: each row names a Keras layer class and what the
+registry holds for it. The Keras 3 classes are registered at import; the
+tf_keras classes of the same names when tf_keras is imported (see
+`deephoyer_tf._internal.tf_keras_faces`), so that importing deephoyer_tf never
+imports tf_keras.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from deephoyer_tf._internal import tf_keras_faces
+from deephoyer_tf.structure import cutters
+from deephoyer_tf.structure.registry import KernelSpec
+from deephoyer_tf.structure.registry import register_layer
+
+_DENSE_LIKE = (KernelSpec("kernel", "kernel_regularizer", "in_out"),)
+_TRANSPOSE = (KernelSpec("kernel", "kernel_regularizer", "out_in"),)
+_DEPTHWISE = (KernelSpec(("depthwise_kernel", "kernel"), "depthwise_regularizer", "depthwise"),)
+_SEPARABLE = (
+    KernelSpec("depthwise_kernel", "depthwise_regularizer", "depthwise"),
+    KernelSpec("pointwise_kernel", "pointwise_regularizer", "in_out"),
+)
+_EMBEDDING = (KernelSpec("embeddings", "embeddings_regularizer", "in_out"),)
+
+# name: (kernels, cutter, fold, element-wise default)
+KERNEL_LAYERS = {
+    "Dense": (_DENSE_LIKE, cutters.cut_kernel_layer, cutters.fold_dense, True),
+    "Conv1D": (_DENSE_LIKE, cutters.cut_kernel_layer, cutters.fold_conv, True),
+    "Conv2D": (_DENSE_LIKE, cutters.cut_kernel_layer, cutters.fold_conv, True),
+    "Conv3D": (_DENSE_LIKE, cutters.cut_kernel_layer, cutters.fold_conv, True),
+    "Conv1DTranspose": (_TRANSPOSE, None, None, False),
+    "Conv2DTranspose": (_TRANSPOSE, None, None, False),
+    "Conv3DTranspose": (_TRANSPOSE, None, None, False),
+    "DepthwiseConv1D": (_DEPTHWISE, None, None, False),
+    "DepthwiseConv2D": (_DEPTHWISE, None, None, False),
+    "SeparableConv1D": (_SEPARABLE, None, None, False),
+    "SeparableConv2D": (_SEPARABLE, None, None, False),
+    "Embedding": (_EMBEDDING, None, None, False),
+}
+
+CHANNELWISE_LAYERS = (
+    "Activation",
+    "ReLU",
+    "LeakyReLU",
+    "ELU",
+    "PReLU",
+    "ThresholdedReLU",
+    "Dropout",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "SpatialDropout3D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+    "Identity",
+    "BatchNormalization",
+    "MaxPooling1D",
+    "MaxPooling2D",
+    "MaxPooling3D",
+    "AveragePooling1D",
+    "AveragePooling2D",
+    "AveragePooling3D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalAveragePooling3D",
+    "ZeroPadding1D",
+    "ZeroPadding2D",
+    "ZeroPadding3D",
+    "Cropping1D",
+    "Cropping2D",
+    "Cropping3D",
+    "UpSampling1D",
+    "UpSampling2D",
+    "UpSampling3D",
+)
+RESHAPE_LAYERS = ("Flatten", "Reshape")
+MERGE_LAYERS = ("Add", "Subtract", "Average", "Maximum", "Minimum", "Multiply")
+CONCAT_LAYERS = ("Concatenate",)
+# Layers `shrink` copies unchanged, keeping every unit of their inputs and outputs.
+WHOLE_LAYERS = ("InputLayer", "Softmax", "LayerNormalization", "Rescaling", "Permute")
+
+
+def register_builtin_layers(module):
+    """Registers the layers of the Keras package `module` (`keras` or `tf_keras`)."""
+    layers = module.layers
+
+    def each(names):
+        for name in names:
+            cls = getattr(layers, name, None)
+            if isinstance(cls, type):
+                yield cls
+
+    for name, (kernels, cutter, fold, default) in KERNEL_LAYERS.items():
+        for cls in each([name]):
+            register_layer(cls, kernels=kernels, cutter=cutter, fold=fold, default=default)
+    for cls in each(CHANNELWISE_LAYERS):
+        register_layer(cls, kind="channelwise", cutter=cutters.cut_channelwise)
+    for cls in each(RESHAPE_LAYERS):
+        register_layer(cls, kind="reshape", cutter=cutters.cut_reshape)
+    for cls in each(MERGE_LAYERS):
+        register_layer(cls, kind="merge", cutter=cutters.copy_layer)
+    for cls in each(CONCAT_LAYERS):
+        register_layer(cls, kind="concat", cutter=cutters.copy_layer)
+    for cls in each(WHOLE_LAYERS):
+        register_layer(cls, kind="opaque", cutter=cutters.copy_layer)
+
+
+register_builtin_layers(keras)
+tf_keras_faces.on_tf_keras(register_builtin_layers)

@@ -1,0 +1,349 @@
+"""The layer registry: what deephoyer_tf knows about each Keras layer class.
+
+Every part of the package that needs to know something about a layer asks
+this registry: `regularize`, `prune`, `fix_zeros`, `ThresholdPruning` and
+`SparsitySummaries` (which weights are kernels, which regularizer attribute
+holds their penalty), `sparsity_report` (how units flow through the layer,
+along which kernel axes lie its input and output units), and `shrink` (how
+to cut the layer when units are removed). Entries are keyed by layer class;
+a subclass is handled as its nearest registered ancestor.
+
+Kernel layouts (Keras stores kernels channels-last):
+
+* ``"in_out"``: ``(k..., in, out)``: Dense ``(in, out)``, Conv1D/2D/3D,
+  the pointwise kernel of SeparableConv, Embedding ``(vocab, dim)``;
+* ``"out_in"``: ``(k..., out, in)``: Conv1D/2D/3DTranspose;
+* ``"depthwise"``: ``(k..., in, multiplier)``: DepthwiseConv, the depthwise
+  kernel of SeparableConv; output channel ``c * multiplier + m`` is the pair
+  ``(c, m)``.
+
+Unit kinds (how the units, the last-axis entries, of a layer's inputs reach
+those of its outputs):
+
+* ``"kernel"``: through kernel weights (`KernelSpec`): unit ``i`` in reaches
+  unit ``j`` out when a nonzero weight links them;
+* ``"channelwise"``: unit ``c`` in is unit ``c`` out (activations, pooling,
+  BatchNormalization...);
+* ``"reshape"``: Flatten, Reshape: elements keep their row-major order;
+* ``"merge"``: Add, Multiply...: unit ``c`` of every input is unit ``c`` out;
+* ``"concat"``: Concatenate on the last axis;
+* ``"opaque"``: every unit out may depend on every unit in (kept whole by
+  `shrink`).
+
+Adding a layer type::
+
+    deephoyer_tf.register_layer(
+        MyDense,
+        kernels=[deephoyer_tf.KernelSpec("kernel", "kernel_regularizer", "in_out")],
+        cutter=my_cutter,            # optional: lets `shrink` cut it
+    )
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Sequence, Tuple
+
+from deephoyer_tf._internal import flavours
+from deephoyer_tf._internal import validation
+
+LAYOUTS = ("in_out", "out_in", "depthwise")
+KINDS = ("kernel", "channelwise", "reshape", "merge", "concat", "opaque")
+
+# Axes kept (not reduced) when a kernel is split into groups of one unit each.
+_UNIT_AXES = {
+    "in_out": {"outputs": (-1,), "inputs": (-2,)},
+    "out_in": {"outputs": (-2,), "inputs": (-1,)},
+    "depthwise": {"outputs": (-2, -1), "inputs": (-2,)},
+}
+
+# TFMOT's pruning wrapper, matched by class name so that TFMOT is never imported.
+TFMOT_WRAPPERS = ("PruneLowMagnitude",)
+
+
+def keep_axes(layout: str, groups: str) -> Tuple[int, ...]:
+    """Axes of a kernel of `layout` that index one unit of kind `groups`.
+
+    ``groups`` is ``"outputs"`` or ``"inputs"``; reducing over every other
+    axis gives one group per output (input) unit.
+    """
+    return _UNIT_AXES[layout][groups]
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelSpec:
+    """One kernel of a layer and the axes of its units.
+
+    Args:
+        attribute: the layer attribute holding the kernel variable, or a tuple
+            of names tried in order (Keras 3 and tf_keras sometimes differ).
+        regularizer_attribute: the constructor argument and attribute holding
+            its regularizer (``"kernel_regularizer"``...).
+        layout: one of `LAYOUTS` (default ``"in_out"``).
+
+    Attributes:
+        input_axes, output_axes: the kernel axes (negative, from the end) that
+            index its input and output units; a group of `GroupHoyerSquare`
+            with ``groups="outputs"`` (``"inputs"``) is one index of these axes.
+    """
+
+    attribute: object
+    regularizer_attribute: str = "kernel_regularizer"
+    layout: str = "in_out"
+
+    def __post_init__(self):
+        names = (self.attribute,) if isinstance(self.attribute, str) else tuple(self.attribute)
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise TypeError(
+                "Invalid type for argument `attribute`. Expected an attribute name "
+                f"(str) or a tuple of names. Received: attribute={self.attribute!r}"
+            )
+        object.__setattr__(self, "attribute", names if len(names) > 1 else names[0])
+        if not isinstance(self.regularizer_attribute, str) or not self.regularizer_attribute:
+            raise TypeError(
+                "Invalid type for argument `regularizer_attribute`. Expected a str. "
+                f"Received: regularizer_attribute={self.regularizer_attribute!r}"
+            )
+        validation.check_choice(self.layout, "layout", LAYOUTS)
+
+    @property
+    def attributes(self) -> Tuple[str, ...]:
+        return (self.attribute,) if isinstance(self.attribute, str) else self.attribute
+
+    @property
+    def input_axes(self) -> Tuple[int, ...]:
+        return keep_axes(self.layout, "inputs")
+
+    @property
+    def output_axes(self) -> Tuple[int, ...]:
+        return keep_axes(self.layout, "outputs")
+
+    def variable(self, layer):
+        """The kernel variable of `layer` (None when the layer is not built)."""
+        for name in self.attributes:
+            value = getattr(layer, name, None)
+            if value is not None:
+                return value
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerEntry:
+    """What the registry holds for one layer class (see `register_layer`)."""
+
+    layer_class: type
+    kind: str
+    kernels: Tuple[KernelSpec, ...] = ()
+    cutter: Optional[Callable] = None
+    fold: Optional[Callable] = None
+    elementwise_default: bool = False
+
+    @property
+    def name(self) -> str:
+        """The type name used by ``layer_types`` arguments: the class name."""
+        return self.layer_class.__name__
+
+
+_ENTRIES: dict = {}
+
+
+def register_layer(
+    layer_class: type,
+    *,
+    kernels: Sequence[KernelSpec] = (),
+    kind: Optional[str] = None,
+    cutter: Optional[Callable] = None,
+    fold: Optional[Callable] = None,
+    default: Optional[bool] = None,
+) -> LayerEntry:
+    """Registers a Keras layer class (either flavour) with deephoyer_tf.
+
+    After this call `regularize`, `prune`, `fix_zeros`, `ThresholdPruning`,
+    `SparsitySummaries` and `sparsity_report` handle the layer's `kernels`,
+    and `shrink` cuts it with `cutter`. Subclasses of `layer_class` match too.
+    Registering a class again replaces its entry.
+
+    Args:
+        layer_class: a subclass of `keras.layers.Layer` or
+            `tf_keras.layers.Layer`.
+        kernels: its kernels, `KernelSpec`s (for ``kind="kernel"``).
+        kind: how units flow through it, one of `KINDS`; default ``"kernel"``
+            when `kernels` are given.
+        cutter: how `shrink` cuts it: ``cutter(layer, cut) -> (config,
+            weights)``, the config and weights of the cut layer, given a
+            `deephoyer_tf.structure.Cut` (the units kept of each input and
+            output). None: `shrink` refuses every model holding the layer,
+            with a `ValueError` naming it.
+        fold: for a kernel layer, ``fold(layer, values, kernel) ->
+            contributions``: how the constant values of removed input units
+            reach its outputs (see `deephoyer_tf.structure.cutters.fold_dense`);
+            None keeps such units instead of folding them into the bias.
+        default: whether the element-wise pipeline (`regularize`, `prune`,
+            `fix_zeros`) acts on it when ``layer_types`` is not given; default
+            True for a class with kernels.
+
+    Returns:
+        The new `LayerEntry`.
+
+    Example::
+
+        class Scaled(keras.layers.Dense): ...   # a subclass: already handled
+        deephoyer_tf.register_layer(
+            MyLayer, kernels=[deephoyer_tf.KernelSpec("w", "w_regularizer")])
+    """
+    if not isinstance(layer_class, type) or not _is_layer_class(layer_class):
+        raise TypeError(
+            "Invalid type for argument `layer_class`. Expected a Keras layer class "
+            "(a subclass of keras.layers.Layer or tf_keras.layers.Layer). "
+            f"Received: layer_class={layer_class!r}"
+        )
+    kernels = tuple(kernels)
+    bad = [k for k in kernels if not isinstance(k, KernelSpec)]
+    if bad:
+        raise TypeError(
+            "Invalid type for argument `kernels`. Expected a list of "
+            f"deephoyer_tf.KernelSpec. Received: {bad[0]!r} of type {type(bad[0]).__name__}"
+        )
+    if kind is None:
+        kind = "kernel" if kernels else None
+    if kind is None:
+        raise ValueError(
+            f"register_layer({layer_class.__name__}): give `kernels` for a layer with "
+            f"kernels, or `kind`, one of {list(KINDS)}, for one without."
+        )
+    validation.check_choice(kind, "kind", KINDS)
+    if (kind == "kernel") != bool(kernels):
+        raise ValueError(
+            f"Invalid value for argument `kernels`. Expected at least one KernelSpec "
+            f"exactly when kind='kernel'. Received: kind={kind!r}, {len(kernels)} kernels"
+        )
+    for name, function in (("cutter", cutter), ("fold", fold)):
+        if function is not None:
+            validation.check_callable(function, name)
+    if default is None:
+        default = kind == "kernel"
+    entry = LayerEntry(
+        layer_class, kind, kernels, cutter, fold, validation.check_bool(default, "default")
+    )
+    _ENTRIES[layer_class] = entry
+    return entry
+
+
+def unregister_layer(layer_class: type) -> None:
+    """Removes the entry of `layer_class` (a no-op when it has none)."""
+    _ENTRIES.pop(layer_class, None)
+
+
+def _is_layer_class(cls):
+    for c in cls.__mro__:
+        module = (getattr(c, "__module__", "") or "").split(".")[0]
+        if c.__name__ == "Layer" and module in ("keras", "tf_keras"):
+            return True
+    return False
+
+
+def unwrap(layer):
+    """The layer inside a TFMOT `PruneLowMagnitude` wrapper, else `layer` itself."""
+    while type(layer).__name__ in TFMOT_WRAPPERS and hasattr(layer, "layer"):
+        layer = layer.layer
+    return layer
+
+
+def is_tfmot_wrapper(layer) -> bool:
+    return type(layer).__name__ in TFMOT_WRAPPERS and hasattr(layer, "layer")
+
+
+def entry_for(layer_or_class) -> Optional[LayerEntry]:
+    """The entry `layer_or_class` is handled by (nearest registered ancestor), or None.
+
+    TFMOT wrappers are seen through.
+    """
+    if isinstance(layer_or_class, type):
+        cls = layer_or_class
+    else:
+        cls = type(unwrap(layer_or_class))
+    flavours.is_tf_keras(cls)  # completes the tf_keras registrations if needed
+    for c in cls.__mro__:
+        entry = _ENTRIES.get(c)
+        if entry is not None:
+            return entry
+    return None
+
+
+def registered_entries() -> Tuple[LayerEntry, ...]:
+    """Every entry, in registration order."""
+    return tuple(_ENTRIES.values())
+
+
+def layer_type(layer) -> Optional[str]:
+    """The type name of `layer`'s kernel entry (``"Dense"``...), None without kernels."""
+    entry = entry_for(layer)
+    return entry.name if entry is not None and entry.kind == "kernel" else None
+
+
+def kernel_specs(layer) -> Tuple[KernelSpec, ...]:
+    """The `KernelSpec`s of `layer` (seen through a wrapper), ``()`` without kernels."""
+    entry = entry_for(layer)
+    return entry.kernels if entry is not None else ()
+
+
+def kernel_variable(layer, spec: KernelSpec):
+    """The variable `spec` names on `layer` (None if not built)."""
+    return spec.variable(unwrap(layer))
+
+
+def kernels(layer, types=None):
+    """Yields ``(spec, variable)`` for each built kernel of `layer`.
+
+    Args:
+        layer: a Keras layer of either flavour.
+        types: type names to accept; None accepts every kernel type.
+    """
+    name = layer_type(layer)
+    if name is None or (types is not None and name not in types):
+        return
+    for spec in kernel_specs(layer):
+        variable = kernel_variable(layer, spec)
+        if variable is not None:
+            yield spec, variable
+
+
+def supported_types():
+    """The type names of the registered layers with kernels, sorted."""
+    return sorted({e.name for e in _ENTRIES.values() if e.kind == "kernel"})
+
+
+def default_types():
+    """The type names the element-wise pipeline acts on by default, in registration order."""
+    names = [e.name for e in _ENTRIES.values() if e.kind == "kernel" and e.elementwise_default]
+    return list(dict.fromkeys(names))
+
+
+def check_layer_types(layer_types):
+    """`layer_types` validated, as a tuple (default: `default_types()`)."""
+    if layer_types is None:
+        return tuple(default_types())
+    if isinstance(layer_types, str):
+        layer_types = (layer_types,)
+    try:
+        types = tuple(layer_types)
+    except TypeError:
+        raise TypeError(
+            "Invalid type for argument `layer_types`. Expected a list of layer type "
+            f"names. Received: layer_types={layer_types!r}"
+        ) from None
+    unknown = [t for t in types if t not in supported_types()]
+    if unknown:
+        raise ValueError(
+            "Invalid value for argument `layer_types`. Expected names among "
+            f"{supported_types()}. Received: {unknown}"
+        )
+    return types
+
+
+def weight_regularizer_attributes(layer):
+    """The weight-regularizer attributes of `layer`'s registered kernels, and its bias's."""
+    names = [spec.regularizer_attribute for spec in kernel_specs(layer)]
+    if names:
+        names.append("bias_regularizer")
+    return list(dict.fromkeys(names))

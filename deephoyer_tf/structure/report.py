@@ -1,0 +1,361 @@
+"""`sparsity_report`: what a pruned model holds, in the notation of the paper's tables.
+
+Definitions (Yang, Wen, Li, ICLR 2020, Tables 1, 2, 4, 5):
+
+* weights are kernel weights; biases are counted separately;
+* a unit (a neuron, a channel) between two layers is **live** only if it has a
+  nonzero weight in both; more precisely, it lies on a path of nonzero
+  weights from the model's inputs to its outputs (see `liveness`), so that
+  removing every other unit leaves the outputs unchanged up to constants;
+* MACs of a Dense layer are ``positions x live inputs x live outputs``
+  (``positions`` is 1 for a flat input); of a Conv layer
+  ``output positions x kernel positions x live input channels x live filters``;
+  dense MACs count every unit;
+* ``structure`` lists the live inputs of the first Dense layer, then the live
+  outputs of every kernel layer except the last, in data-flow order: ``"353-45-11"``
+  for LeNet-300-100 with 353 live pixels and 45 and 11 live hidden units.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+
+from deephoyer_tf._internal import flavours
+from deephoyer_tf.structure import graph as graph_lib
+from deephoyer_tf.structure import liveness
+from deephoyer_tf.structure import registry
+from deephoyer_tf.structure.registry import unwrap
+
+
+@dataclasses.dataclass
+class LayerReport:
+    """The report row of one kernel layer.
+
+    Attributes:
+        name: layer name (``outer/inner`` for a layer of a nested model).
+        type: Keras class name (``"Dense"``, ``"Conv2D"``...).
+        kernel_shape: shape of the kernel (a tuple of shapes for layers with
+            several kernels, such as SeparableConv).
+        kernel_weights: number of kernel weights.
+        nonzero_weights: number of nonzero kernel weights.
+        density: ``nonzero_weights / kernel_weights``.
+        inputs: input units (Dense features, Conv input channels).
+        outputs: output units (Dense neurons, Conv filters).
+        live_inputs: input units that are live.
+        live_outputs: output units that are live.
+        dense_macs: multiply-accumulates per example counting every unit.
+        macs: multiply-accumulates per example counting live units only
+            (None when the output positions are unknown).
+        bias_weights: number of bias weights (0 without bias).
+        nonzero_biases: number of nonzero biases.
+    """
+
+    name: str
+    type: str
+    kernel_shape: tuple
+    kernel_weights: int
+    nonzero_weights: int
+    density: float
+    inputs: int
+    outputs: int
+    live_inputs: int
+    live_outputs: int
+    dense_macs: int
+    macs: int
+    bias_weights: int
+    nonzero_biases: int
+
+
+@dataclasses.dataclass
+class SparsityReport:
+    """Per-layer and total sparsity of a model (see `sparsity_report`).
+
+    Attributes:
+        layers: list of `LayerReport`, in data-flow order.
+        structure: live units in the paper's notation, e.g. ``"353-45-11"``.
+        model_name: name of the model reported on.
+    """
+
+    layers: list
+    structure: str
+    model_name: str = ""
+
+    @property
+    def total_weights(self):
+        """Kernel weights of all reported layers."""
+        return sum(r.kernel_weights for r in self.layers)
+
+    @property
+    def nonzero_weights(self):
+        """Nonzero kernel weights of all reported layers."""
+        return sum(r.nonzero_weights for r in self.layers)
+
+    @property
+    def density(self):
+        """``nonzero_weights / total_weights`` (0 for a model without kernels)."""
+        return self.nonzero_weights / self.total_weights if self.total_weights else 0.0
+
+    @property
+    def compression(self):
+        """``total_weights / nonzero_weights`` (inf when every weight is zero)."""
+        return self.total_weights / self.nonzero_weights if self.nonzero_weights else math.inf
+
+    @property
+    def dense_macs(self):
+        """MACs per example counting every unit."""
+        return sum(r.dense_macs for r in self.layers)
+
+    @property
+    def macs(self):
+        """MACs per example counting live units only (layers with known MACs)."""
+        return sum(r.macs for r in self.layers if r.macs is not None)
+
+    def to_dict(self):
+        """JSON-ready dict: totals, ``structure`` and a ``layers`` list."""
+        layers = []
+        for r in self.layers:
+            row = dataclasses.asdict(r)
+            row["kernel_shape"] = _listify(r.kernel_shape)
+            layers.append(row)
+        return {
+            "model_name": self.model_name,
+            "structure": self.structure,
+            "total_weights": self.total_weights,
+            "nonzero_weights": self.nonzero_weights,
+            "density": self.density,
+            "compression": None if math.isinf(self.compression) else self.compression,
+            "dense_macs": self.dense_macs,
+            "macs": self.macs,
+            "layers": layers,
+        }
+
+    def __str__(self):
+        header = ("Layer", "Type", "Nonzero / Total", "Density", "Live in", "Live out",
+                  "MACs / Dense MACs")
+        rows = [header]
+        for r in self.layers:
+            macs = "?" if r.macs is None else f"{r.macs:,}"
+            rows.append((
+                r.name,
+                r.type,
+                f"{r.nonzero_weights:,} / {r.kernel_weights:,}",
+                f"{100 * r.density:.2f}%",
+                f"{r.live_inputs:,} / {r.inputs:,}",
+                f"{r.live_outputs:,} / {r.outputs:,}",
+                f"{macs} / {r.dense_macs:,}",
+            ))
+        rows.append((
+            "Total",
+            "",
+            f"{self.nonzero_weights:,} / {self.total_weights:,}",
+            f"{100 * self.density:.2f}%",
+            "",
+            "",
+            f"{self.macs:,} / {self.dense_macs:,}",
+        ))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+        lines = [f"Sparsity report: {self.model_name}"]
+        for k, row in enumerate(rows):
+            line = "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths))
+            )
+            lines.append(line.rstrip())
+            if k == 0 or k == len(rows) - 2:
+                lines.append("-" * len(lines[-1]))
+        mac_share = 100 * self.macs / self.dense_macs if self.dense_macs else 0.0
+        lines.append(
+            f"Structure: {self.structure}   Compression: {self.compression:.1f}x   "
+            f"MACs: {mac_share:.2f}% of dense"
+        )
+        return "\n".join(lines)
+
+
+def _listify(shape):
+    if shape and isinstance(shape[0], tuple):
+        return [list(s) for s in shape]
+    return list(shape)
+
+
+def sparsity_report(model):
+    """Counts nonzero weights, live units and MACs of `model`, as in the paper's tables.
+
+    Kernel layers are those of `deephoyer_tf.supported_layer_types()` (Dense,
+    Conv, ...), including layers wrapped by TFMOT's ``PruneLowMagnitude``
+    (their masked kernel is read). For Sequential and functional models (of
+    either Keras flavour, nested models included), liveness follows the layer
+    graph: a unit is live when it lies on a path of nonzero weights from the
+    inputs to the outputs, through Flatten, pooling, BatchNormalization, Add,
+    Concatenate and other layers. For a subclassed model each layer is
+    judged alone (live inputs and outputs are its nonzero input and output
+    groups) and Conv MACs need the layer's output shape.
+
+    MACs: Dense ``live_in * live_out`` (per position); Conv
+    ``positions * kernel positions * live_in * live_out``.
+
+    Args:
+        model: a built Keras model (Keras 3 or tf_keras).
+
+    Returns:
+        A `SparsityReport`. ``print(report)`` shows a table.
+
+    Raises:
+        TypeError: `model` is not a Keras model.
+        ValueError: `model` is not built, or has a channels-first kernel layer.
+
+    Example: LeNet-300-100 with 353 live pixels and 45 and 11 live hidden units
+    has ``report.structure == "353-45-11"`` and
+    ``report.macs == 353 * 45 + 45 * 11 + 11 * 10 == 16490``.
+    """
+    flavours.check_model(model)
+    if not model.built:
+        raise ValueError(
+            f"sparsity_report() needs a built model; model {model.name!r} is not "
+            "built. Give it an Input (or call it on data) first."
+        )
+    graph = graph_lib.build_graph(model)
+    if graph is None:
+        rows = [
+            _standalone_row(layer)
+            for layer in flavours.flat_layers(model)
+            if registry.layer_type(layer) is not None
+        ]
+        rows = [r for r in rows if r is not None]
+        structure = _structure(rows)
+        return SparsityReport(rows, structure, model.name)
+    analysis = liveness.Analysis(graph)
+    rows = [_graph_row(op, analysis) for op in graph.kernel_ops()]
+    return SparsityReport(rows, _structure(rows), model.name)
+
+
+def _dense_like(type_, kernel_shape):
+    """A Dense layer, or a registered layer with one ``(in, out)`` kernel (not Embedding)."""
+    if type_ == "Dense":
+        return True
+    return type_ != "Embedding" and len(kernel_shape) == 2 and isinstance(kernel_shape[0], int)
+
+
+def _structure(rows):
+    parts = []
+    first_dense = next((r for r in rows if _dense_like(r.type, r.kernel_shape)), None)
+    for k, r in enumerate(rows):
+        if r is first_dense:
+            parts.append(r.live_inputs)
+        if k < len(rows) - 1:
+            parts.append(r.live_outputs)
+    return "-".join(str(p) for p in parts)
+
+
+def _graph_row(op, analysis):
+    live_in = analysis.live_inputs(op)
+    live_out = analysis.live_outputs(op)
+    out_shape = op.outputs[0].shape
+    in_shape = op.inputs[0].shape
+    return _row(op.name, op.layer, live_in, live_out, in_shape, out_shape)
+
+
+def _standalone_row(layer):
+    """Row of a layer judged alone (subclassed models)."""
+    op = graph_lib.Op(layer, "kernel", graph_lib.type_name(layer), layer.name, [], [], 0)
+    if any(registry.kernel_variable(layer, s) is None for s in registry.kernel_specs(layer)):
+        return None  # not built
+    m = liveness.kernel_connectivity(op)
+    live_in = m.any(axis=1)
+    live_out = m.any(axis=0)
+    if op.type != "Embedding":
+        live_in = m[:, live_out].any(axis=1)
+        live_out = m[live_in].any(axis=0)
+    in_shape, out_shape = _known_shapes(layer)
+    return _row(layer.name, layer, live_in, live_out, in_shape, out_shape)
+
+
+def _known_shapes(layer):
+    shapes = []
+    for attribute in ("input", "output"):
+        try:
+            shape = tuple(getattr(unwrap(layer), attribute).shape)[1:]
+        except (AttributeError, ValueError, TypeError):
+            shape = None
+        shapes.append(shape)
+    return shapes
+
+
+def _positions(shape):
+    """Product of the non-unit axes of `shape` (None if unknown)."""
+    if shape is None or any(d is None for d in shape[:-1]):
+        return None
+    return int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+
+
+def _row(name, layer, live_in, live_out, in_shape, out_shape):
+    inner = unwrap(layer)
+    type_ = graph_lib.type_name(layer)
+    specs = registry.kernel_specs(inner)
+    kernels = [liveness.kernel_values(layer, s) for s in specs]
+    bias = getattr(inner, "bias", None) if getattr(inner, "use_bias", False) else None
+    bias = np.zeros(0) if bias is None else np.asarray(bias.numpy())
+    kernel_shape = (
+        tuple(kernels[0].shape) if len(kernels) == 1 else tuple(tuple(k.shape) for k in kernels)
+    )
+    n_in, n_out = len(live_in), len(live_out)
+    li, lo = int(live_in.sum()), int(live_out.sum())
+    dense_macs, macs = _macs(type_, inner, kernels, live_in, live_out, in_shape, out_shape)
+    total = sum(k.size for k in kernels)
+    nonzero = sum(int(np.count_nonzero(k)) for k in kernels)
+    return LayerReport(
+        name=name,
+        type=type_,
+        kernel_shape=kernel_shape,
+        kernel_weights=int(total),
+        nonzero_weights=nonzero,
+        density=nonzero / total if total else 0.0,
+        inputs=n_in,
+        outputs=n_out,
+        live_inputs=li,
+        live_outputs=lo,
+        dense_macs=dense_macs,
+        macs=macs,
+        bias_weights=int(bias.size),
+        nonzero_biases=int(np.count_nonzero(bias)),
+    )
+
+
+def _macs(type_, layer, kernels, live_in, live_out, in_shape, out_shape):
+    """(dense MACs, live MACs) per example of one kernel layer."""
+    if type_ == "Embedding":
+        return 0, 0
+    n_in, n_out = len(live_in), len(live_out)
+    li, lo = int(live_in.sum()), int(live_out.sum())
+    kernel = kernels[0]
+    kpos = int(np.prod(kernel.shape[:-2])) if kernel.ndim > 2 else 1
+    if type_.endswith("Transpose"):
+        positions = _positions(in_shape)
+        if positions is None:
+            return 0, None
+        return positions * kpos * n_in * n_out, positions * kpos * li * lo
+    positions = _positions(out_shape)
+    if positions is None:
+        if not _dense_like(type_, kernel.shape):
+            return 0, None
+        positions = 1
+    if type_.startswith("DepthwiseConv"):
+        return positions * kpos * n_out, positions * kpos * lo
+    if type_.startswith("SeparableConv"):
+        depthwise, pointwise = kernels
+        mult = depthwise.shape[-1]
+        dw = np.any(depthwise != 0, axis=tuple(range(depthwise.ndim - 2))).reshape(-1)
+        mid = dw & np.repeat(live_in, mult)
+        mid &= np.any(pointwise[..., live_out] != 0, axis=tuple(range(pointwise.ndim - 2)) + (-1,))
+        lm = int(mid.sum())
+        dense = positions * (kpos * len(mid) + len(mid) * n_out)
+        return dense, positions * (kpos * lm + lm * lo)
+    groups = int(getattr(layer, "groups", 1) or 1)
+    if groups == 1:
+        return positions * kpos * n_in * n_out, positions * kpos * li * lo
+    gi, go = n_in // groups, n_out // groups
+    live = sum(
+        int(live_in[g * gi : (g + 1) * gi].sum()) * int(live_out[g * go : (g + 1) * go].sum())
+        for g in range(groups)
+    )
+    return positions * kpos * gi * n_out, positions * kpos * live

@@ -1,0 +1,446 @@
+"""`shrink`: structural surgery that removes dead units from a model.
+
+Group-HS (paper, eq. 8) leaves whole neurons, filters and channels at zero;
+`shrink` makes them disappear, returning a smaller model with the same
+outputs. The algorithm is split by question:
+
+* *what to cut*: the zero groups of each kernel (`liveness.kernel_connectivity`)
+  give the live units (`liveness.Analysis`);
+* *what must be cut together*: `liveness.demand` / `liveness.physical` keep
+  channels coupled through Add, Concatenate, Flatten and channel-wise layers
+  consistent;
+* *how one layer is cut*: the cutter of its registry entry
+  (`deephoyer_tf.structure.cutters`);
+* *exactness*: a removed unit whose value does not depend on the input (a
+  constant, such as a dead filter's bias through ReLU or a BatchNormalization
+  beta) has its contribution folded into the bias of the next kernel layer,
+  when that contribution is the same at every position; otherwise (a
+  constant channel entering a zero-padded 3x3 convolution) the unit is kept.
+"""
+
+import collections
+import dataclasses
+
+import numpy as np
+
+from deephoyer_tf._internal import flavours
+from deephoyer_tf._internal import private_api
+from deephoyer_tf.structure import cutters
+from deephoyer_tf.structure import graph as graph_lib
+from deephoyer_tf.structure import liveness
+from deephoyer_tf.structure import registry
+from deephoyer_tf.structure.cutters import Cut
+from deephoyer_tf.structure.gather_units import gather_units_class
+from deephoyer_tf.structure.report import sparsity_report
+
+
+def supported_types():
+    """Type names of the registered layers `shrink` can cut (those with a cutter), sorted."""
+    return sorted({e.name for e in registry.registered_entries() if e.cutter is not None})
+
+
+# --- summary -----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ShrinkSummary:
+    """What `shrink` did.
+
+    Attributes:
+        removed: dict layer name -> (input units removed, output units removed)
+            for each kernel layer.
+        kept_for_exactness: number of dead units kept because their constant
+            output could not be folded exactly into the next layer's bias
+            (e.g. a constant channel entering a zero-padded convolution).
+        kept_for_exactness_units: list of (consumer layer name, input unit).
+        kept_dead_outputs: dict layer name -> number of output units kept
+            although not live (coupled through Add/Concatenate to a live
+            unit, model outputs, or kept for exactness).
+        folded: number of removed constant units whose contribution was
+            folded into a bias (counted once per consuming layer).
+        gathers: names of the `GatherUnits` layers inserted.
+        report: `SparsityReport` of the original model.
+    """
+
+    removed: dict
+    kept_for_exactness: int
+    kept_for_exactness_units: list
+    kept_dead_outputs: dict
+    folded: int
+    gathers: list
+    report: object
+
+    def __str__(self):
+        lines = ["Shrink summary:"]
+        for name, (ins, outs) in self.removed.items():
+            lines.append(f"  {name}: removed {ins} input units, {outs} output units")
+        lines.append(f"  constants folded into biases: {self.folded}")
+        lines.append(f"  dead units kept for exactness (not foldable): {self.kept_for_exactness}")
+        kept = sum(self.kept_dead_outputs.values())
+        lines.append(f"  dead output units kept (coupling, outputs, exactness): {kept}")
+        lines.append(f"  gather layers inserted: {len(self.gathers)}")
+        return "\n".join(lines)
+
+
+# --- entry point -------------------------------------------------------------
+
+
+def shrink(model):
+    """Returns a smaller model with the dead units of `model` physically removed.
+
+    A unit (Dense neuron or input feature, Conv filter or input channel) is
+    dead when it lies on no path of nonzero kernel weights from the inputs to
+    the outputs (see `deephoyer_tf.sparsity_report`). `shrink` removes dead
+    units from the kernels, biases, BatchNormalization parameters and every
+    layer in between (Flatten features included), so that the new model's
+    live MACs equal its dense MACs; the outputs are unchanged (up to float
+    rounding):
+
+    * a removed unit that emits a constant (a bias through ReLU, a
+      BatchNormalization beta) has its contribution folded into the next
+      kernel layer's bias: ``b'_j = b_j + sum_i c_i * sum_k W[k, i, j]``;
+      when that contribution differs between positions (a constant channel
+      entering a zero-padded convolution) the unit is kept, unless its output
+      is zero;
+    * channels coupled by Add (and other merges) are removed only when dead
+      in every producer, and then from all producers and consumers;
+      Concatenate offsets channel indices;
+    * a layer reading only some of its input's units (the live pixels of the
+      first Dense layer, the live Flatten features) gets a `GatherUnits`
+      layer in front, so the input signature stays the same.
+
+    Nested models are inlined: the result is one functional model.
+
+    Args:
+        model: a built Sequential or functional model, Keras 3 or tf_keras,
+            channels-last, whose layers have a cutter in the layer registry
+            (`deephoyer_tf.structure.surgery.supported_types()`; add your own
+            with `deephoyer_tf.register_layer`). Strip pruning wrappers first
+            (`deephoyer_tf.strip_zero_masks`).
+
+    Returns:
+        The new, uncompiled model (same flavour). What was cut, folded or
+        kept is its ``shrink_summary`` attribute, a `ShrinkSummary`.
+
+    Raises:
+        TypeError: `model` is not a Keras model.
+        ValueError: `model` is subclassed or not built, or has a layer type
+            `shrink` cannot handle (the message names the layer, its type and
+            the supported types), or a layer used at several places.
+
+    Example::
+
+        small = deephoyer_tf.shrink(model)   # LeNet-300-100 "353-45-11"
+        small.get_layer("fc1").kernel.shape  # (353, 45)
+        print(small.shrink_summary)
+    """
+    flavours.check_model(model)
+    if not flavours.is_graph_model(model) or not model.built:
+        raise ValueError(
+            f"shrink() needs a built Sequential or functional model; model "
+            f"{model.name!r} of type {type(model).__name__} is "
+            f"{'not built' if not model.built else 'subclassed'}."
+        )
+    graph = graph_lib.build_graph(model)
+    if graph is None:
+        raise ValueError(
+            f"shrink() could not read the layer graph of model {model.name!r}; "
+            "give it an Input first."
+        )
+    keep_all = _check_supported(graph)
+    analysis = liveness.Analysis(graph)
+    plan = _plan(analysis, keep_all)
+    new_model, gathers = _rebuild(model, graph, plan)
+    summary = _summary(analysis, plan, gathers, model)
+    new_model.shrink_summary = summary
+    return new_model
+
+
+def _unsupported(op, why=""):
+    shapes = [t.shape for t in op.inputs]
+    return ValueError(
+        f"shrink() cannot handle layer {op.name!r} of type {type(op.layer).__name__} "
+        f"(input shapes {shapes}){why}. Supported layer types: {supported_types()}."
+    )
+
+
+def _check_supported(graph):
+    """Raises for layers shrink cannot cut; returns the ops to keep whole."""
+    seen = collections.Counter(id(op.layer) for op in graph.ops)
+    keep_all = set()
+    for op in graph.ops:
+        if registry.is_tfmot_wrapper(op.layer):
+            raise _unsupported(
+                op,
+                ": strip the pruning wrapper first (strip_zero_masks or "
+                "tfmot.sparsity.keras.strip_pruning)",
+            )
+        entry = registry.entry_for(op.layer)
+        if entry is None:
+            raise _unsupported(op, ": it is not in the layer registry (deephoyer_tf.register_layer)")
+        if entry.cutter is None:
+            raise _unsupported(op, ": its registry entry has no cutter")
+        if seen[id(op.layer)] > 1:
+            raise _unsupported(op, ": the layer is called at several places (shared)")
+        if op.kind == "kernel" and int(getattr(op.layer, "groups", 1) or 1) != 1:
+            raise _unsupported(op, ": grouped convolution")
+        if op.kind == "opaque":
+            keep_all.add(op)
+        elif op.kind == "reshape" and not _reshape_cuttable(op):
+            keep_all.add(op)
+    return frozenset(keep_all)
+
+
+def _reshape_cuttable(op):
+    s_in, s_out = op.inputs[0].shape, op.outputs[0].shape
+    return len(s_out) == 1 or (s_out[-1] == s_in[-1] and len(s_in) > 0)
+
+
+# --- planning: what to keep, what to fold --------------------------------------
+
+
+@dataclasses.dataclass
+class _Plan:
+    needs: dict  # kernel op -> input units kept
+    demanded: dict  # tensor -> units that must exist
+    physical: dict  # tensor -> units that exist
+    deltas: dict  # kernel op -> bias change of its kept outputs (or None)
+    forced: dict  # kernel op -> input units kept for exactness
+    folded: int
+    keep_all: frozenset
+
+
+def _plan(analysis, keep_all):
+    graph = analysis.graph
+    kernels = graph.kernel_ops()
+    live_in = {op: analysis.live_inputs(op) for op in kernels}
+    forced = {op: np.zeros(op.inputs[0].units, bool) for op in kernels}
+    values = _probe(graph)
+    for _ in range(len(kernels) + 2):
+        needs = {}
+        for op in kernels:
+            need = live_in[op] | forced[op]
+            if not need.any():
+                need = need.copy()
+                need[0] = True  # a layer keeps at least one input
+            needs[op] = need
+        demanded = liveness.demand(analysis, needs, keep_all)
+        phys = liveness.physical(analysis, demanded, keep_all)
+        deltas, folded, changed = {}, 0, False
+        for op in kernels:
+            delta, new_forced, n_folded = _fold(op, analysis, values, needs[op], demanded)
+            if new_forced.any():
+                forced[op] |= new_forced
+                changed = True
+            deltas[op] = delta
+            folded += n_folded
+        if not changed:
+            return _Plan(needs, demanded, phys, deltas, forced, folded, keep_all)
+    raise RuntimeError("shrink(): constant folding did not converge")  # pragma: no cover
+
+
+def _probe(graph):
+    """Values of every tensor for an all-zero input (batch of one).
+
+    Units that are not reached from the inputs through nonzero weights
+    (`Analysis.fwd` False) hold the same value for every input.
+    """
+    values = {}
+    for t, source in zip(graph.inputs, graph.source_inputs):
+        dtype = getattr(source.dtype, "name", source.dtype)
+        shape = tuple(1 if d is None else d for d in t.shape)
+        values[t] = np.zeros((1,) + shape, dtype)
+    for op in graph.ops:
+        args = [values[t] for t in op.inputs]
+        x = args if op.kind in ("merge", "concat") or len(args) > 1 else args[0]
+        out = op.layer(x, training=False)
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        for t, y in zip(op.outputs, outs):
+            values[t] = np.asarray(y)
+    return values
+
+
+def _fold(op, analysis, values, need, demanded):
+    """Bias change for `op`'s kept outputs from the constants of its removed inputs.
+
+    The contribution of removed input unit ``i`` to kept output ``j`` is
+    ``sum_k v_i[p + k] W[k, i, j]`` at output position ``p`` (``v_i``: the
+    unit's input-independent value). It folds into bias ``j`` when it is the
+    same at every position; otherwise unit ``i`` must be kept.
+
+    Returns (delta or None, inputs that must be kept, number folded).
+    """
+    t = op.inputs[0]
+    keep_out = demanded[op.outputs[0]]
+    forced = np.zeros(t.units, bool)
+    missing = ~need & ~analysis.fwd[t]
+    value = values[t]
+    nonzero = np.any(value.reshape(-1, t.units) != 0, axis=0)
+    units = np.flatnonzero(missing & nonzero)
+    if not len(units) or not keep_out.any():
+        return None, forced, 0
+    entry = registry.entry_for(op.layer)
+    if entry.fold is None:
+        # No fold function registered: the constants cannot be folded, keep them.
+        forced[units] = True
+        return None, forced, 0
+    spec = entry.kernels[0]
+    kernel = np.asarray(registry.kernel_variable(op.layer, spec).numpy())[..., keep_out]
+    delta = np.zeros(int(keep_out.sum()))
+    folded = 0
+    positions = max(1, int(np.prod(op.outputs[0].shape[:-1])))
+    chunk = max(1, 4_000_000 // (positions * kernel.shape[-1]))
+    for start in range(0, len(units), chunk):
+        part = units[start : start + chunk]
+        per_unit = entry.fold(op.layer, value[..., part], kernel[..., part, :])
+        per_unit = per_unit.reshape(-1, len(part), kernel.shape[-1]).astype(np.float64)
+        spread = per_unit.max(axis=0) - per_unit.min(axis=0)
+        scale = np.maximum(1.0, np.abs(per_unit).max(axis=(0, 2)))
+        bad = np.any(spread > 1e-6 * scale[:, None], axis=1)
+        forced[part[bad]] = True
+        delta += per_unit[:, ~bad].mean(axis=0).sum(axis=0)
+        folded += int((~bad).sum())
+    return (delta if folded else None), forced, folded
+
+
+# --- rebuilding the model ------------------------------------------------------
+
+
+def _rebuild(model, graph, plan):
+    module = flavours.keras_module(model)
+    gather_class = gather_units_class(module)
+    names = collections.Counter(op.layer.name for op in graph.ops)
+    used_names = set()
+    gathers = []
+
+    def unique(name):
+        base = name.replace("/", "_")
+        candidate, k = base, 1
+        while candidate in used_names:
+            candidate, k = f"{base}_{k}", k + 1
+        used_names.add(candidate)
+        return candidate
+
+    for op in graph.ops:
+        if names[op.layer.name] == 1:
+            used_names.add(op.layer.name)
+
+    new = {}
+    inputs = []
+    for t, source in zip(graph.inputs, graph.source_inputs):
+        layer_name = private_api.history_layer(source).name
+        x = module.Input(shape=t.shape, dtype=source.dtype, name=unique(layer_name))
+        inputs.append(x)
+        new[t] = x
+
+    def select(t, want, where):
+        x = new[t]
+        have = plan.physical[t]
+        if x is None or np.array_equal(have, want):
+            return x
+        if not want.any():
+            return None
+        indices = np.flatnonzero(want[have])
+        name = unique(f"{where}_gather")
+        gathers.append(name)
+        return gather_class(indices.tolist(), name=name)(x)
+
+    for op in graph.ops:
+        layer = op.layer
+        name = unique(layer.name) if names[layer.name] > 1 else layer.name
+        cutter = registry.entry_for(layer).cutter
+        if op in plan.keep_all:
+            args = [new[t] for t in op.inputs]
+            config, weights = cutters.copy_layer(layer, _cut(op, plan, "physical"))
+            _call(layer, config, weights, name, args, op, new)
+            continue
+        if op.kind == "kernel":
+            keep_out = plan.demanded[op.outputs[0]]
+            if not keep_out.any():
+                new[op.outputs[0]] = None
+                continue
+            x = select(op.inputs[0], plan.needs[op], name)
+            cut = _cut(op, plan, "demanded", keep_inputs=[plan.needs[op]], delta=plan.deltas[op])
+            config, weights = cutter(layer, cut)
+            _call(layer, config, weights, name, [x], op, new)
+        elif op.kind in ("channelwise", "reshape"):
+            t = op.inputs[0]
+            if new[t] is None:
+                new[op.outputs[0]] = None
+                continue
+            config, weights = cutter(layer, _cut(op, plan, "physical"))
+            _call(layer, config, weights, name, [new[t]], op, new)
+        elif op.kind == "merge":
+            want = plan.demanded[op.outputs[0]]
+            args = [select(t, want, f"{name}_{k}") for k, t in enumerate(op.inputs)]
+            cut = _cut(op, plan, "demanded", keep_inputs=[want for _ in op.inputs])
+            config, weights = cutter(layer, cut)
+            _call(layer, config, weights, name, args, op, new)
+        elif op.kind == "concat":
+            want = plan.demanded[op.outputs[0]]
+            offsets = liveness.concat_offsets(op)
+            wants = [want[offsets[k] : offsets[k + 1]] for k in range(len(op.inputs))]
+            args = [select(t, w, f"{name}_{k}") for k, (t, w) in enumerate(zip(op.inputs, wants))]
+            args = [a for a in args if a is not None]
+            if len(args) == 1:
+                new[op.outputs[0]] = args[0]
+                continue
+            config, weights = cutter(layer, _cut(op, plan, "demanded", keep_inputs=wants))
+            _call(layer, config, weights, name, args, op, new)
+        else:  # pragma: no cover (kinds are exhaustive)
+            raise _unsupported(op)
+    outputs = [new[t] for t in graph.outputs]
+    new_model = module.Model(
+        inputs[0] if len(inputs) == 1 else inputs,
+        outputs[0] if len(outputs) == 1 else outputs,
+        name=f"{model.name}_shrunk",
+    )
+    return new_model, gathers
+
+
+def _cut(op, plan, outputs, keep_inputs=None, delta=None):
+    """The `Cut` of `op`: inputs as they physically exist (or `keep_inputs`), outputs
+    from the plan's `outputs` table (``"physical"`` or ``"demanded"``)."""
+    table = getattr(plan, outputs)
+    return Cut(
+        keep_inputs=keep_inputs or [plan.physical[t] for t in op.inputs],
+        keep_outputs=[table[t] for t in op.outputs],
+        input_shapes=[t.shape for t in op.inputs],
+        output_shapes=[t.shape for t in op.outputs],
+        bias_delta=delta,
+    )
+
+
+def _call(layer, config, weights, name, args, op, new):
+    if any(a is None for a in args):
+        raise _unsupported(op, ": all its input units are removed")
+    config = dict(config)
+    config["name"] = name
+    clone = type(layer).from_config(config)
+    x = args if op.kind in ("merge", "concat") else args[0]
+    y = clone(x)
+    if weights:
+        clone.set_weights(weights)
+    outs = y if isinstance(y, (list, tuple)) else [y]
+    for t, v in zip(op.outputs, outs):
+        new[t] = v
+
+
+def _summary(analysis, plan, gathers, model):
+    removed, kept_dead = {}, {}
+    forced_units = []
+    for op in analysis.graph.kernel_ops():
+        t, o = op.inputs[0], op.outputs[0]
+        keep_out = plan.demanded[o]
+        removed[op.name] = (int(t.units - plan.needs[op].sum()), int(o.units - keep_out.sum()))
+        kept_dead[op.name] = int((keep_out & ~analysis.live_outputs(op)).sum())
+        forced_units += [(op.name, int(i)) for i in np.flatnonzero(plan.forced[op])]
+    return ShrinkSummary(
+        removed=removed,
+        kept_for_exactness=len(forced_units),
+        kept_for_exactness_units=forced_units,
+        kept_dead_outputs=kept_dead,
+        folded=plan.folded,
+        gathers=gathers,
+        report=sparsity_report(model),
+    )
