@@ -10,8 +10,8 @@ import tensorflow as tf
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf import summaries
-from _strategies import mirrored as mirrored_strategy
+from deephoyer_tf.callbacks import sparsity_summaries as summaries
+from tests.helpers.strategies import mirrored as mirrored_strategy
 
 FLAVOURS = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 X = np.random.default_rng(0).normal(size=(48, 8)).astype("float32")
@@ -188,7 +188,7 @@ def test_nested_model_tags_and_write_outside_fit(tmp_path):
          r"Invalid type for argument `log_dir`\. Expected a path \(str or os\.PathLike\)\. "
          r"Received: log_dir=3 of type int"),
         ({"log_dir": "logs", "update_freq": "batch"}, TypeError,
-         r"Invalid value for argument `update_freq`\. Expected \"epoch\" or an int >= 1\. "
+         r"Invalid type for argument `update_freq`\. Expected \"epoch\" or an int >= 1\. "
          r"Received: update_freq='batch'"),
         ({"log_dir": "logs", "update_freq": 0}, ValueError,
          r"Expected \"epoch\" or an int >= 1\. Received: update_freq=0"),

@@ -8,9 +8,9 @@ import tensorflow as tf
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf import masks
-from deephoyer_tf import pruning
-from _strategies import mirrored as mirrored_strategy
+from deephoyer_tf.sparsity import zero_mask as masks
+from deephoyer_tf.sparsity import thresholding as pruning
+from tests.helpers.strategies import mirrored as mirrored_strategy
 
 FLAVOURS = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 X = np.random.default_rng(0).normal(size=(48, 8)).astype("float32")
@@ -84,7 +84,7 @@ def strength_schedule(module, model):
 def test_three_stages_in_one_fit(module, capsys):
     model = make_model(module)
     model.compile(optimizer=module.optimizers.Adam(0.02), loss="mse")
-    pruner = deephoyer_tf.ThresholdPruning(at_epoch=2, std_ratio=0.5)
+    pruner = deephoyer_tf.ThresholdPruning(at_epoch=2, std_ratio=0.5, verbose=1)
     record = recorder(module, model)
     model.fit(
         X, Y, batch_size=16, epochs=4, verbose=0,
@@ -192,8 +192,8 @@ def test_mirrored_strategy_or_jit_compile(two_cpus, mirrored, jit_compile):
 
 def test_mnist_three_stages(mnist_dir, capsys):
     """Acceptance: a small MNIST run through fit with ThresholdPruning."""
-    from deephoyer_tf.datasets import load_mnist
-    from deephoyer_tf.models import lenet_300_100
+    from deephoyer_tf.paper.datasets import load_mnist
+    from deephoyer_tf.paper.models import lenet_300_100
 
     data = load_mnist(mnist_dir)
     x, y = data.x_train[:4096], data.y_train[:4096]
@@ -203,7 +203,7 @@ def test_mnist_three_stages(mnist_dir, capsys):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    pruner = deephoyer_tf.ThresholdPruning(at_epoch=2, std_ratio=0.5)
+    pruner = deephoyer_tf.ThresholdPruning(at_epoch=2, std_ratio=0.5, verbose=1)
 
     class Watch(keras.callbacks.Callback):
         zeros, moved = None, 0
@@ -242,3 +242,43 @@ def test_mnist_three_stages(mnist_dir, capsys):
 def test_argument_errors(kwargs, error, message):
     with pytest.raises(error, match=message):
         deephoyer_tf.ThresholdPruning(**kwargs)
+
+
+def test_handed_to_another_models_fit_it_prunes_that_model():
+    pruner = deephoyer_tf.ThresholdPruning(at_epoch=1, threshold=0.3)
+    x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")
+    y = np.zeros((32, 2), "float32")
+    for seed in (0, 1):
+        model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4), keras.layers.Dense(2)])
+        rng = np.random.default_rng(seed)
+        model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[pruner])
+        assert pruner.active and pruner.report.model_name == model.name
+        for layer in model.layers:
+            assert masks.is_fixed(layer.kernel)
+            assert np.all(np.abs(layer.kernel.numpy())[layer.kernel.numpy() != 0] >= 0.3)
+
+
+def test_biases_and_layer_types_as_in_prune():
+    model = keras.Sequential([
+        keras.Input((5, 5, 1)), keras.layers.Conv2D(3, 3, name="conv"),
+        keras.layers.Flatten(), keras.layers.Dense(4, name="fc"),
+    ])
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    conv_before = [w.copy() for w in model.get_layer("conv").get_weights()]
+    fc_kernel, fc_bias = [w.copy() for w in model.get_layer("fc").get_weights()]
+    pruner = deephoyer_tf.ThresholdPruning(0, threshold=0.5, biases=True, layer_types=["Dense"])
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    model.fit(np.zeros((4, 5, 5, 1)), np.zeros((4, 4)), epochs=1, verbose=0, callbacks=[pruner])
+    for got, want in zip(model.get_layer("conv").get_weights(), conv_before):
+        np.testing.assert_array_equal(got, want)
+    assert not masks.is_fixed(model.get_layer("conv").kernel)
+    kernel, bias = model.get_layer("fc").get_weights()
+    np.testing.assert_array_equal(kernel, np.where(np.abs(fc_kernel) < 0.5, 0, fc_kernel))
+    np.testing.assert_array_equal(bias, np.where(np.abs(fc_bias) < 0.5, 0, fc_bias))
+    with pytest.raises(TypeError, match=r"Invalid type for argument `biases`\. Expected a bool"):
+        deephoyer_tf.ThresholdPruning(0, threshold=0.5, biases=1)
+    with pytest.raises(ValueError, match=r"Invalid value for argument `layer_types`.*Received: \['Pool'\]"):
+        deephoyer_tf.ThresholdPruning(0, threshold=0.5, layer_types=["Pool"])

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 import deephoyer_tf
-from _strategies import free_ports
+from tests.helpers.strategies import free_ports
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
+REPO = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = REPO / "examples" / "imagenet"
 TRAIN = RECIPE / "train.py"
 TIMEOUT = 600  # seconds per recipe process: 0.5 to 4 minutes on the shared 2-core machine
@@ -247,15 +247,21 @@ def test_layer_rule_pruning_matches_numpy(recipe):
         recipe["penalties"].LayerRulePruning(1, 1e-4, fc_std_ratio=0.5, fc_threshold=1e-4)
 
 
-def test_shift_epochs_resumes_threshold_pruning(recipe):
-    """Resumed at epoch 3 by fit_custom (its epoch 0), the pruner only holds zeros."""
+def test_fit_custom_resumed_past_at_epoch_only_holds_zeros():
+    """Resumed at epoch 3 (initial_epoch), a pruner for epoch 2 holds the zeros, no new pruning."""
+    import tensorflow as tf
+
     model = _small_model()
     model.get_layer("fc").kernel.assign(np.zeros((48, 4)))
     before = np.asarray(model.get_layer("conv").kernel.numpy())
     pruner = deephoyer_tf.ThresholdPruning(2, threshold=1.0, verbose=0)
-    shifted = recipe["custom_loop"].ShiftEpochs(pruner, 3)
-    callbacks = keras.callbacks.CallbackList([shifted], model=model)
-    callbacks.on_epoch_begin(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6, 6, 2)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, rng.integers(0, 4, 8))).batch(8)
+    deephoyer_tf.fit_custom(
+        model, dataset, optimizer=keras.optimizers.SGD(0.0), epochs=4, initial_epoch=3,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), callbacks=[pruner],
+    )
     assert pruner.active
     np.testing.assert_array_equal(model.get_layer("conv").kernel.numpy(), before)  # not pruned
 

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 import deephoyer_tf
-from deephoyer_tf import export
-from deephoyer_tf import models
+from deephoyer_tf.export import latency
+from deephoyer_tf.export import runtime
+from deephoyer_tf.export import tflite as export
+from deephoyer_tf.paper import models
 
 WITHOUT_DELEGATES = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
 
@@ -30,7 +32,7 @@ def _sparsify(model, density, block=1, layers=None, seed=0):
 
 
 def _run_file(path, x, op_resolver="BUILTIN"):
-    it = export._interpreter(open(path, "rb").read(), op_resolver)
+    it = runtime.interpreter(open(path, "rb").read(), op_resolver)
     it.allocate_tensors()
     (inp,), (out,) = it.get_input_details(), it.get_output_details()
     ys = []
@@ -93,7 +95,7 @@ def test_dynamic_range_sparse_1x16_blocks_run_without_xnnpack(tmp_path):
     dense = export.export_tflite(model, tmp_path / "dense.tflite", sparse=False, quantize="dynamic")
     with pytest.warns(RuntimeWarning, match="under the default op resolver"):
         result = export.export_tflite(model, tmp_path / "sparse.tflite", quantize="dynamic")
-    (tensor,) = export._sparse_tensors(open(result.path, "rb").read())
+    (tensor,) = runtime.sparse_tensors(open(result.path, "rb").read())
     assert np.dtype(tensor["dtype"]) == np.int8 and tuple(tensor["shape"]) == (300, 784)
     assert tensor["sparsity_parameters"]["dim_metadata"][-1]["dense_size"] == 16
     assert result.op_resolver == WITHOUT_DELEGATES and result.stored_dense == ()
@@ -173,7 +175,7 @@ def test_int8_with_representative_data(tmp_path):
     assert result.quantize == "int8" and result.sparse_tensors == 4
     assert result.max_abs_error <= result.tolerance
     assert result.op_resolver == WITHOUT_DELEGATES and result.default_delegate_error
-    details = export._interpreter(open(result.path, "rb").read(), WITHOUT_DELEGATES)
+    details = runtime.interpreter(open(result.path, "rb").read(), WITHOUT_DELEGATES)
     dtypes = {np.dtype(d["dtype"]) for d in details.get_tensor_details()}
     assert np.dtype(np.int8) in dtypes  # activations and weights quantized
     # The check used representative samples; a different sample set also agrees.
@@ -207,22 +209,22 @@ def test_tolerance_violation_raises(sparse_mlp, tmp_path):
 
 def test_tflite_latency(sparse_mlp, tmp_path):
     path = export.export_tflite(sparse_mlp, tmp_path / "m.tflite").path
-    latency = export.tflite_latency(path, runs=50, warmup=5)
-    assert 0 < latency.median_s <= latency.p90_s < 1.0
-    assert (latency.runs, latency.num_threads, latency.op_resolver) == (50, 1, "BUILTIN")
+    timing = latency.tflite_latency(path, runs=50, warmup=5)
+    assert 0 < timing.median_s <= timing.p90_s < 1.0
+    assert (timing.runs, timing.num_threads, timing.op_resolver) == (50, 1, "BUILTIN")
     with pytest.warns(RuntimeWarning, match="failed to prepare"):
         dynamic = export.export_tflite(sparse_mlp, tmp_path / "d.tflite", quantize="dynamic").path
-    assert export.tflite_latency(dynamic, runs=5, warmup=0).op_resolver == WITHOUT_DELEGATES
+    assert latency.tflite_latency(dynamic, runs=5, warmup=0).op_resolver == WITHOUT_DELEGATES
     with pytest.raises(FileNotFoundError, match="TFLite file not found"):
-        export.tflite_latency(tmp_path / "none.tflite")
+        latency.tflite_latency(tmp_path / "none.tflite")
     with pytest.raises(ValueError, match="Expected an int >= 1. Received: runs=0"):
-        export.tflite_latency(path, runs=0)
+        latency.tflite_latency(path, runs=0)
     with pytest.raises(ValueError, match="Received: op_resolver='xnnpack'"):
-        export.tflite_latency(path, op_resolver="xnnpack")
+        latency.tflite_latency(path, op_resolver="xnnpack")
     with pytest.raises(ValueError, match="Received: op_resolver='xnnpack'"):
-        export.load_interpreter(path, op_resolver="xnnpack")
+        runtime.load_interpreter(path, op_resolver="xnnpack")
     with pytest.raises(FileNotFoundError, match="TFLite file not found"):
-        export.load_interpreter(tmp_path / "none.tflite")
+        runtime.load_interpreter(tmp_path / "none.tflite")
 
 
 def test_bad_arguments(sparse_mlp, tmp_path):

@@ -111,7 +111,7 @@ def main(out_dir):
         model, dataset, optimizer=optimizer, loss="mse", epochs=EPOCHS,
         strategy=strategy, callbacks=[pruner, watch],
     )
-    results["keras_loss"] = np.array(history["loss"])
+    results["keras_loss"] = np.array(history.history["loss"])
     results["keras_moved"] = np.array(watch.moved)
     results["keras_zeros"] = np.array(sum(z.sum() for z in watch.zeros))
     for i, k in enumerate(kernels_of(model)):

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from deephoyer_tf import datasets
+from deephoyer_tf.paper import datasets
 
 
 def _idx_bytes(array, type_code=0x08, ndim=None):

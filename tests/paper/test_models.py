@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import deephoyer_tf
-from deephoyer_tf import models
+from deephoyer_tf.paper import models
 
 FLAVOURS = ["keras", "tf_keras"]
 

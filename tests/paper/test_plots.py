@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from deephoyer_tf import cli
-from deephoyer_tf import plots
-from deephoyer_tf import reproduce
+from deephoyer_tf.paper import plots
+from deephoyer_tf.paper import reproduce
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DPI = 110
@@ -137,15 +137,16 @@ def test_descent_path_png(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "kwargs, error, message",
     [
-        ({"dim": 1}, r"Invalid value for argument `dim`\. Expected an int >= 2\. Received: dim=1"),
-        ({"steps": 2.0}, r"argument `steps`\. Expected an int >= 0\. Received: steps=2\.0"),
-        ({"learning_rate": 0}, r"argument `learning_rate`\. Expected a float > 0\. Received: learning_rate=0"),
+        ({"dim": 1}, ValueError, r"Invalid value for argument `dim`\. Expected an int >= 2\. Received: dim=1"),
+        ({"steps": 2.0}, TypeError, r"Invalid type for argument `steps`\. Expected an int\. Received: steps=2\.0 of type float"),
+        ({"learning_rate": 0}, ValueError, r"argument `learning_rate`\. Expected a float > 0\. Received: learning_rate=0"),
+        ({"tolerance": "x"}, TypeError, r"Invalid type for argument `tolerance`\. Expected a float\. Received: tolerance='x' of type str"),
     ],
 )
-def test_descent_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+def test_descent_bad_arguments(kwargs, error, message):
+    with pytest.raises(error, match=message):
         plots.hoyer_square_descent(**kwargs)
 
 

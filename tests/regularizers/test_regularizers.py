@@ -264,8 +264,12 @@ def test_strength_changes_without_retracing():
     assert float(penalty()) == pytest.approx(2 * first, rel=1e-6)
     reg.strength = 0.0
     assert float(penalty()) == 0.0
+    # The variable strength_variables() hands to a callback is the one the penalty reads.
+    (variable,) = reg.strength_variables()
+    variable.assign(3e-2)
+    assert float(penalty()) == pytest.approx(3 * first, rel=1e-6)
+    assert reg.strength == pytest.approx(3e-2)
     assert penalty.experimental_get_tracing_count() == 1
-    assert reg.strength_variables()[0] is reg._strength
 
 
 def test_strength_variables_of_a_model():
@@ -309,7 +313,7 @@ def test_strength_of_wrong_type_is_rejected():
 
 @pytest.mark.parametrize("cls", [GroupHoyerSquare, GroupLasso])
 def test_unknown_groups_is_rejected(cls):
-    with pytest.raises(ValueError, match=r"Invalid value for argument `groups`\. Expected one of \{'outputs', 'inputs', 'both'\}\. Received: groups='rows'"):
+    with pytest.raises(ValueError, match=r"Invalid value for argument `groups`\. Expected one of \['outputs', 'inputs', 'both'\]\. Received: groups='rows'"):
         cls(0.1, groups="rows")
 
 

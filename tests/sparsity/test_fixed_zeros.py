@@ -9,9 +9,20 @@ import pytest
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf import masks
+from deephoyer_tf.sparsity import fixed_zeros
+from deephoyer_tf.sparsity import zero_mask as masks
 
 FLAVOURS = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
+# (flavour, how zeros are fixed): in place in both flavours, or TFMOT's wrapper on tf_keras.
+FIXERS = [
+    pytest.param(keras, "fix_zeros", id="keras3"),
+    pytest.param(tf_keras, "fix_zeros", id="tf_keras"),
+    pytest.param(tf_keras, "fix_zeros_tfmot", id="tf_keras-tfmot"),
+]
+
+
+def is_wrapped(model):
+    return any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers)
 # Learning rates that move every free weight but do not diverge (lr 0.05 with
 # momentum drove weights past 1e6 in six steps, and sometimes to inf).
 OPTIMIZERS = {
@@ -79,7 +90,7 @@ def zero_checker(module, model, zeros):
 
 
 def fit(module, model, optimizer, callbacks, epochs=2, jit_compile=False):
-    if module is tf_keras:
+    if is_wrapped(model):
         import tensorflow_model_optimization as tfmot  # the tfmot fixture is active
 
         callbacks = [tfmot.sparsity.keras.UpdatePruningStep()] + callbacks
@@ -88,14 +99,15 @@ def fit(module, model, optimizer, callbacks, epochs=2, jit_compile=False):
     model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=callbacks)
 
 
-@pytest.mark.parametrize("module", FLAVOURS)
+@pytest.mark.parametrize("module, fixer", FIXERS)
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
-def test_zeros_stay_zero_after_every_step(module, optimizer, tfmot):
+def test_zeros_stay_zero_after_every_step(module, fixer, optimizer, tfmot):
     model = make_pruned(module)
     before = kernels(model)
     zeros = {name: k == 0 for name, k in before.items()}
     assert all(0 < z.mean() < 1 for z in zeros.values())
-    fixed = deephoyer_tf.fix_zeros(model)
+    fixed = getattr(deephoyer_tf, fixer)(model)
+    assert (fixed is model) == (fixer == "fix_zeros")
     check = zero_checker(module, fixed, zeros)
     fit(module, fixed, OPTIMIZERS[optimizer](module), [check])
     assert check.batches == 6
@@ -109,7 +121,7 @@ def test_tfmot_alone_lets_zeros_move_between_steps(tfmot):
     """Why the constraint: TFMOT re-zeroes only at the next forward pass."""
     model = make_pruned(tf_keras)
     zeros = {name: k == 0 for name, k in kernels(model).items()}
-    wrapped = deephoyer_tf.fix_zeros(model)
+    wrapped = deephoyer_tf.fix_zeros_tfmot(model)
     masks.release_zeros(wrapped)  # TFMOT's masks only
     check = zero_checker(tf_keras, wrapped, zeros)
     fit(tf_keras, wrapped, tf_keras.optimizers.Adam(0.05), [check], epochs=1)
@@ -167,12 +179,12 @@ def test_fix_zeros_twice_refreshes_instead_of_nesting():
     np.testing.assert_array_equal(masks.mask_of(kernel), (kernel.numpy() != 0).astype("float32"))
 
 
-@pytest.mark.parametrize("module", FLAVOURS)
-def test_strip_gives_plain_model_with_same_outputs(module, tfmot):
+@pytest.mark.parametrize("module, fixer", FIXERS)
+def test_strip_gives_plain_model_with_same_outputs(module, fixer, tfmot):
     model = make_pruned(module)
     plain_types = [type(layer) for layer in model.layers]
     plain_variables = len(model.variables)
-    fixed = deephoyer_tf.fix_zeros(model)
+    fixed = getattr(deephoyer_tf, fixer)(model)
     fit(module, fixed, module.optimizers.Adam(0.01), [], epochs=1)
     x, _ = data(seed=1, n=8)
     masked_out = fixed.predict(x, verbose=0)
@@ -210,7 +222,7 @@ def test_keras3_checkpoint_loads_into_a_fresh_model(tmp_path):
 def test_tfmot_wrapper_masks_frozen_and_schedule(tfmot):
     model = make_pruned(tf_keras)
     zeros = {name: k == 0 for name, k in kernels(model).items()}
-    wrapped = deephoyer_tf.fix_zeros(model)
+    wrapped = deephoyer_tf.fix_zeros_tfmot(model)
     assert [type(layer).__name__ for layer in wrapped.layers] == [
         "PruneLowMagnitude", "Flatten", "PruneLowMagnitude", "PruneLowMagnitude",
     ]
@@ -222,13 +234,13 @@ def test_tfmot_wrapper_masks_frozen_and_schedule(tfmot):
     assert isinstance(schedule, tfmot.sparsity.keras.PruningSchedule)
     assert not any(bool(schedule(step)[0]) for step in (0, 1, 100, 10**6))
     # The stub registered at `import deephoyer_tf` builds the real schedule.
-    assert type(masks._FrozenZerosScheduleLoader.from_config({})) is type(schedule)
+    assert type(fixed_zeros._FrozenZerosScheduleLoader.from_config({})) is type(schedule)
 
 
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_tfmot_save_load_under_prune_scope_and_strip_pruning(tfmot, tmp_path, suffix):
     model = make_pruned(tf_keras)
-    wrapped = deephoyer_tf.fix_zeros(model)
+    wrapped = deephoyer_tf.fix_zeros_tfmot(model)
     fit(tf_keras, wrapped, tf_keras.optimizers.Adam(0.01), [], epochs=1)
     path = str(tmp_path / f"wrapped{suffix}")
     wrapped.save(path)
@@ -240,15 +252,15 @@ def test_tfmot_save_load_under_prune_scope_and_strip_pruning(tfmot, tmp_path, su
     assert [type(layer).__name__ for layer in stripped.layers] == ["Conv2D", "Flatten", "Dense", "Dense"]
     for got, want in zip(stripped.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(got, want)
-    # A loaded wrapped model is held again by fix_zeros (keeps TFMOT's masks).
-    again = deephoyer_tf.fix_zeros(loaded)
+    # A loaded wrapped model is held again by fix_zeros_tfmot (keeps TFMOT's masks).
+    again = deephoyer_tf.fix_zeros_tfmot(loaded)
     assert again is not loaded
     assert all(masks.is_fixed(layer.kernel) for layer in kernel_layers(tf_keras, again).values())
 
 
 @pytest.mark.parametrize("previous", [None, "0"])
 def test_tfmot_import_puts_env_back(tfmot, monkeypatch, tmp_path, previous):
-    from deephoyer_tf import _tfmot
+    from deephoyer_tf.sparsity import tfmot_wrapper as _tfmot
 
     name = f"fake_tfmot_{previous}"
     # What TFMOT's first import does.
@@ -271,12 +283,18 @@ def test_errors():
         deephoyer_tf.strip_zero_masks(None)
     with pytest.raises(ValueError, match=r"Invalid value for argument `layer_types`\. .* Received: \['Pool'\]"):
         deephoyer_tf.fix_zeros(make_pruned(keras), layer_types=["Pool"])
+    with pytest.raises(
+        TypeError,
+        match=r"Expected a tf_keras model: TFMOT 0\.8 wraps tf_keras \(Keras 2\) models only\. "
+        r"Received: a Keras 3 model '\w+'",
+    ):
+        deephoyer_tf.fix_zeros_tfmot(make_pruned(keras))
 
 
 def test_pruning_preserving_quantization_after_strip(tfmot):
     model = make_pruned(tf_keras)
     zeros = {name: k == 0 for name, k in kernels(model).items()}
-    plain = deephoyer_tf.strip_zero_masks(deephoyer_tf.fix_zeros(model))
+    plain = deephoyer_tf.strip_zero_masks(deephoyer_tf.fix_zeros_tfmot(model))
     quantized = tfmot.quantization.keras.quantize_apply(
         tfmot.quantization.keras.quantize_annotate_model(plain),
         tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme(),
@@ -299,3 +317,17 @@ def test_held_zeros_survive_a_diverging_weight():
     held = masks.ZeroMask(mask)(w).numpy()
     assert held[0, 1] == 0.0 and held[1, 0] == 0.0
     assert held[0, 0] == np.inf and held[1, 1] == 2.0
+
+
+def test_tfmot_path_turns_an_inf_at_a_masked_position_into_zero_not_nan(tfmot):
+    """Re-zeroing with TFMOT's mask is a select: inf * 0 would give NaN."""
+    wrapped = deephoyer_tf.fix_zeros_tfmot(make_pruned(tf_keras))
+    layer = wrapped.get_layer("prune_low_magnitude_fc1").layer
+    kernel = layer.kernel.numpy()
+    held = np.argwhere(kernel == 0)[0]
+    kernel[tuple(held)] = np.inf  # a diverged value where TFMOT's mask is 0
+    layer.kernel.assign(kernel)
+    deephoyer_tf.fix_zeros(wrapped)  # refreshes the masks and re-zeroes in place
+    after = layer.kernel.numpy()
+    assert np.isfinite(after).all()
+    assert after[tuple(held)] == 0.0

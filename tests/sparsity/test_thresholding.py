@@ -7,7 +7,7 @@ import pytest
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf import masks
+from deephoyer_tf.sparsity import zero_mask as masks
 
 FLAVOURS = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 
@@ -114,7 +114,7 @@ def test_pruning_a_fixed_model_holds_the_new_zeros():
 
 def test_pruning_a_tfmot_wrapped_model(tfmot):
     model = make_model(tf_keras)
-    wrapped = deephoyer_tf.fix_zeros(model)
+    wrapped = deephoyer_tf.fix_zeros_tfmot(model)
     kernel = model.get_layer("fc1").kernel.numpy()
     deephoyer_tf.prune(wrapped, threshold={"fc1": 0.5})  # the wrapped layer's name
     np.testing.assert_array_equal(model.get_layer("fc1").kernel.numpy(), reference(kernel, 0.5))
@@ -164,3 +164,37 @@ def test_model_errors():
     unbuilt = keras.Sequential([keras.layers.Dense(2, name="fc")])
     with pytest.raises(ValueError, match=r"Layer 'fc' of type Dense is not built"):
         deephoyer_tf.prune(unbuilt, threshold=0.1)
+
+
+def test_a_dict_naming_both_a_wrapper_and_its_layer_is_rejected(tfmot):
+    """Before: one of the two values was taken by set order (hash-seed dependent)."""
+    wrapped = deephoyer_tf.fix_zeros_tfmot(make_model(tf_keras))
+    before = wrapped.get_weights()
+    message = (
+        r"Invalid value for argument `threshold`: it names both the TFMOT wrapper "
+        r"'prune_low_magnitude_fc1' and the layer 'fc1' it wraps, with values "
+        r"\[0\.5, 0\.1\]\. Name one of them\."
+    )
+    with pytest.raises(ValueError, match=message):
+        deephoyer_tf.prune(wrapped, threshold={"fc1": 0.5, "prune_low_magnitude_fc1": 0.1})
+    for got, want in zip(wrapped.get_weights(), before):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("module", FLAVOURS)
+def test_a_diverged_kernel_is_rejected_before_anything_changes(module, bad):
+    model = make_model(module)
+    kernel = model.get_layer("fc2").kernel.numpy()
+    kernel[0, 0] = bad
+    model.get_layer("fc2").kernel.assign(kernel)
+    before = model.get_weights()
+    nans, infs = int(np.isnan(bad)), int(np.isinf(bad))
+    message = (
+        rf"prune\(\) cannot threshold layer 'fc2': its kernel of shape \(5, 3\) holds "
+        rf"{nans} NaN and {infs} inf values \(training diverged\?\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        deephoyer_tf.prune(model, std_ratio=0.5)
+    for got, want in zip(model.get_weights(), before):
+        np.testing.assert_array_equal(got, want)

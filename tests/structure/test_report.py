@@ -9,7 +9,7 @@ import pytest
 import tf_keras
 
 import deephoyer_tf
-import _nets
+from tests.helpers import nets as _nets
 
 MODULES = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 

@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 import tf_keras
 
-import _nets
+from tests.helpers import nets as _nets
 import deephoyer_tf
-from deephoyer_tf.layers import GatherUnits
-from deephoyer_tf.layers import TfKerasGatherUnits
+from deephoyer_tf.structure.gather_units import GatherUnits, gather_units_class
 
 MODULES = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 
@@ -37,7 +36,8 @@ def _gather(model):
 def test_lenet_300_100_shrinks_to_353_45_11(module):
     model, pixels, h1, h2 = _nets.lenet_300_100(module)
     before = [w.copy() for w in model.get_weights()]
-    small, summary = deephoyer_tf.shrink(model, return_summary=True)
+    small = deephoyer_tf.shrink(model)
+    summary = small.shrink_summary
     x = _random((16, 28, 28, 1))
     assert _max_diff(model, small, x) <= 1e-5
     assert [_kernel_shape(small, n) for n in ("fc1", "fc2", "fc3")] == [
@@ -86,7 +86,8 @@ def test_constants_of_removed_units_are_folded_into_next_bias(module):
     bo = np.array([0.5, -0.5], "float32")
     model.get_layer("h").set_weights([wh, bh])
     model.get_layer("o").set_weights([wo, bo])
-    small, summary = deephoyer_tf.shrink(model, return_summary=True)
+    small = deephoyer_tf.shrink(model)
+    summary = small.shrink_summary
     kernel, bias = small.get_layer("o").get_weights()
     np.testing.assert_array_equal(kernel, wo[[0, 3]])
     np.testing.assert_allclose(bias, bo + 0.7 * wo[1], rtol=1e-6)  # relu(-0.4) = 0
@@ -114,7 +115,8 @@ def test_constant_entering_padded_conv_is_kept_unless_zero(module, padding, bias
     kernel[..., 1] = 0.0
     b[1] = bias
     c1.set_weights([kernel, b])
-    small, summary = deephoyer_tf.shrink(model, return_summary=True)
+    small = deephoyer_tf.shrink(model)
+    summary = small.shrink_summary
     assert _max_diff(model, small, _random((4, 6, 6, 2))) <= 1e-5
     assert _kernel_shape(small, "c2")[2] == (3 if kept else 2)
     assert summary.kept_for_exactness == int(kept)
@@ -172,14 +174,15 @@ def test_shrunk_model_saves_and_loads(module, tmp_path):
     loaded = module.models.load_model(path)
     x = _random((4, 28, 28, 1))
     assert _max_diff(model, loaded, x) <= 1e-5
-    expected = GatherUnits if module is keras else TfKerasGatherUnits
+    expected = gather_units_class(module)
     assert isinstance(_gather(loaded), expected)
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_resnet50_with_dead_filters_keeps_outputs(module):
     model = _nets.resnet50_with_dead_filters(module)
-    small, summary = deephoyer_tf.shrink(model, return_summary=True)
+    small = deephoyer_tf.shrink(model)
+    summary = small.shrink_summary
     x = _random((2, 64, 64, 3))
     assert _max_diff(model, small, x) <= 1e-4
     # Stage-2 residual channels 7 and 9 are dead in every producer: removed
@@ -208,7 +211,8 @@ def test_unsupported_layer_is_named():
     x = keras.layers.DepthwiseConv2D(3, name="dw")(inp)
     model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
     message = (r"shrink\(\) cannot handle layer 'dw' of type DepthwiseConv2D "
-               r"\(input shapes \[\(6, 6, 2\)\]\)\. Supported layer types: \[.*'Conv2D'")
+               r"\(input shapes \[\(6, 6, 2\)\]\): its registry entry has no cutter\. "
+               r"Supported layer types: \[.*'Conv2D'")
     with pytest.raises(ValueError, match=message):
         deephoyer_tf.shrink(model)
 
@@ -227,8 +231,9 @@ def test_bad_models():
         deephoyer_tf.shrink(net)
 
 
-@pytest.mark.parametrize("cls", [GatherUnits, TfKerasGatherUnits])
-def test_gather_units_layer(cls):
+@pytest.mark.parametrize("module", MODULES)
+def test_gather_units_layer(module):
+    cls = gather_units_class(module)
     layer = cls([2, 0], name="g")
     np.testing.assert_array_equal(np.asarray(layer(np.array([[1.0, 2.0, 3.0]]))), [[3.0, 1.0]])
     config = layer.get_config()

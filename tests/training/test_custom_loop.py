@@ -15,9 +15,9 @@ import tensorflow as tf
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf import masks
-from _strategies import mirrored as mirrored_strategy
-from _strategies import free_ports
+from deephoyer_tf.sparsity import zero_mask as masks
+from tests.helpers.strategies import mirrored as mirrored_strategy
+from tests.helpers.strategies import free_ports
 
 HERE = pathlib.Path(__file__).resolve().parent
 X = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
@@ -79,7 +79,7 @@ def train(module, strategy, route="fit"):
         losses = deephoyer_tf.fit_custom(
             model, dataset, optimizer=optimizer, loss="mse", epochs=EPOCHS,
             strategy=strategy, callbacks=[pruner, watch],
-        )["loss"]
+        ).history["loss"]
     assert pruner.active and watch.checked > 0 and watch.moved == 0
     return np.array(losses), model.get_weights(), model
 
@@ -126,7 +126,7 @@ def test_multi_worker_two_processes(tmp_path):
     """tf_keras fit and Keras 3 fit_custom on MultiWorkerMirroredStrategy."""
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent), TF_CPP_MIN_LOG_LEVEL="2")
+    env = dict(os.environ, PYTHONPATH=str(HERE.parents[1]), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_USE_LEGACY_KERAS", None)
     procs = []
     try:
@@ -134,7 +134,7 @@ def test_multi_worker_two_processes(tmp_path):
             env["TF_CONFIG"] = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, str(HERE / "_multi_worker.py"), str(tmp_path)],
+                    [sys.executable, str(HERE.parent / "helpers" / "multi_worker.py"), str(tmp_path)],
                     env=dict(env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                 )
             )
@@ -182,13 +182,50 @@ def test_mixed_precision_three_stages(mixed_float16, module, route):
     assert sum(int(np.sum(w == 0)) for w in weights) > 0
 
 
+def test_fit_custom_resumes_at_initial_epoch_like_fit():
+    """Epochs 0-1, then a resumed run from epoch 2, equal one run of epochs 0-3."""
+    dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(BATCH)
+
+    def run(splits):
+        keras.utils.set_random_seed(0)
+        model = make_model(keras)
+        optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+        pruner = deephoyer_tf.ThresholdPruning(AT_EPOCH, std_ratio=0.5)
+        seen, losses = [], []
+
+        class Epochs(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                seen.append(epoch)
+
+        for start, stop in splits:
+            history = deephoyer_tf.fit_custom(
+                model, dataset, optimizer=optimizer, loss="mse", epochs=stop,
+                initial_epoch=start, callbacks=[pruner, Epochs()],
+            )
+            assert isinstance(history, keras.callbacks.History)
+            assert history.epoch == list(range(start, stop))
+            losses += history.history["loss"]
+        return seen, np.array(losses), model.get_weights()
+
+    seen_one, losses_one, weights_one = run([(0, EPOCHS)])
+    seen_two, losses_two, weights_two = run([(0, AT_EPOCH), (AT_EPOCH, EPOCHS)])
+    assert seen_one == seen_two == list(range(EPOCHS))
+    np.testing.assert_allclose(losses_two, losses_one, rtol=1e-6)
+    for two, one in zip(weights_two, weights_one):
+        np.testing.assert_allclose(two, one, atol=1e-6)
+
+
 def test_fit_custom_errors():
     model = make_model(keras)
     dataset = tf.data.Dataset.from_tensor_slices((X, Y)).batch(BATCH)
     optimizer = keras.optimizers.SGD()
     with pytest.raises(ValueError, match=r"Invalid value for argument `epochs`\. Expected an int >= 1\. Received: epochs=0"):
         deephoyer_tf.fit_custom(model, dataset, optimizer=optimizer, loss="mse", epochs=0)
-    with pytest.raises(ValueError, match=r"Expected an int >= 1 or None\. Received: steps_per_epoch=2\.5"):
+    with pytest.raises(TypeError, match=r"Invalid type for argument `steps_per_epoch`\. Expected an int\. Received: steps_per_epoch=2\.5 of type float"):
         deephoyer_tf.fit_custom(model, dataset, optimizer=optimizer, loss="mse", steps_per_epoch=2.5)
+    with pytest.raises(ValueError, match=r"Invalid value for argument `steps_per_epoch`\. Expected an int >= 1\. Received: steps_per_epoch=0"):
+        deephoyer_tf.fit_custom(model, dataset, optimizer=optimizer, loss="mse", steps_per_epoch=0)
+    with pytest.raises(ValueError, match=r"Invalid value for argument `initial_epoch`\. Expected an int in \[0, 1\]\. Received: initial_epoch=2"):
+        deephoyer_tf.fit_custom(model, dataset, optimizer=optimizer, loss="mse", epochs=2, initial_epoch=2)
     with pytest.raises(TypeError, match=r"Invalid type for argument `model`\. Expected a Keras 3 model .* of type Sequential"):
         deephoyer_tf.fit_custom(make_model(tf_keras), dataset, optimizer=optimizer, loss="mse")
