@@ -1,6 +1,7 @@
 import re
 
-from setuptools import find_packages, setup
+from setuptools import find_packages
+from setuptools import setup
 
 with open("deephoyer_tf/_version.py", encoding="utf-8") as f:
     VERSION = re.search(r'__version__ = "([^"]+)"', f.read()).group(1)
@@ -13,7 +14,7 @@ extras = {
 }
 extras["test"] = sorted(
     {p for group in ("tfmot", "litert", "datasets", "plots") for p in extras[group]}
-    | {"pytest"}
+    | {"pytest", "ruff"}
 )
 extras["all"] = extras["test"]
 

@@ -25,23 +25,33 @@ from deephoyer_tf.paper.models import lenet_300_100  # noqa: E402
 
 
 class ZeroPattern(keras.callbacks.Callback):
-    """Records the zero pattern when pruning starts and checks it at the end."""
+    """Takes the zero pattern right after pruning and checks it after every batch.
+
+    Put it after `ThresholdPruning` in the callback list: at the start of
+    epoch `at_epoch` that callback prunes first, then this one records the
+    zeros, before any fine-tuning step, so a zero that moves in the very
+    first step is seen.
+    """
 
     def __init__(self, at_epoch):
         super().__init__()
         self.at_epoch = at_epoch
         self.zeros = None
+        self.moved = 0
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.zeros is None and self.model.optimizer.iterations.numpy() > 0 and self._pruned:
-            self.zeros = [l.kernel.numpy() == 0 for l in self.model.layers if hasattr(l, "kernel")]
+    def _kernels(self):
+        return [layer.kernel.numpy() for layer in self.model.layers if hasattr(layer, "kernel")]
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._pruned = epoch >= self.at_epoch
+        if epoch == self.at_epoch:
+            self.zeros = [k == 0 for k in self._kernels()]
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.zeros is not None:
+            self.moved += sum(int(np.any(k[z] != 0)) for k, z in zip(self._kernels(), self.zeros))
 
     def held(self):
-        kernels = [l.kernel.numpy() for l in self.model.layers if hasattr(l, "kernel")]
-        return all(np.all(k[z] == 0) for k, z in zip(kernels, self.zeros))
+        return self.zeros is not None and self.moved == 0
 
 
 def main(argv=None):

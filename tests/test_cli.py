@@ -14,6 +14,8 @@ REQUIRED = [
     "epochs", "wall_seconds",
 ]
 
+pytestmark = pytest.mark.slow  # command-line and example runs in fresh processes
+
 
 def _cli(*args, env=None, timeout=420):
     command = [sys.executable, "-m", "deephoyer_tf.cli", *args]

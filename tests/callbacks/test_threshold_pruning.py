@@ -8,8 +8,8 @@ import tensorflow as tf
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf.sparsity import zero_mask as masks
 from deephoyer_tf.sparsity import thresholding as pruning
+from deephoyer_tf.sparsity import zero_mask as masks
 from tests.helpers.strategies import mirrored as mirrored_strategy
 
 FLAVOURS = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
@@ -190,6 +190,7 @@ def test_mirrored_strategy_or_jit_compile(two_cpus, mirrored, jit_compile):
     assert pruner.report.nonzero_weights < pruner.report.total_weights
 
 
+@pytest.mark.slow
 def test_mnist_three_stages(mnist_dir, capsys):
     """Acceptance: a small MNIST run through fit with ThresholdPruning."""
     from deephoyer_tf.paper.datasets import load_mnist
@@ -210,11 +211,11 @@ def test_mnist_three_stages(mnist_dir, capsys):
 
         def on_epoch_begin(self, epoch, logs=None):
             if pruner.active and self.zeros is None:
-                self.zeros = [l.kernel.numpy() == 0 for l in model.layers if hasattr(l, "kernel")]
+                self.zeros = [layer.kernel.numpy() == 0 for layer in model.layers if hasattr(layer, "kernel")]
 
         def on_train_batch_end(self, batch, logs=None):
             if self.zeros is not None:
-                kernels = [l.kernel.numpy() for l in model.layers if hasattr(l, "kernel")]
+                kernels = [layer.kernel.numpy() for layer in model.layers if hasattr(layer, "kernel")]
                 self.moved += sum(int(np.any(k[z] != 0)) for k, z in zip(kernels, self.zeros))
 
     watch = Watch()

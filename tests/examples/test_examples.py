@@ -5,7 +5,11 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+
+pytestmark = pytest.mark.slow  # command-line and example runs in fresh processes
 
 
 def test_mnist_three_stages_quick(mnist_dir):

@@ -85,6 +85,7 @@ def _check_three_stages(output, out_dir):
     return results
 
 
+@pytest.mark.slow
 def test_smoke_resnet50_group_hs(tmp_path):
     out = tmp_path / "run"
     output = _run(
@@ -98,6 +99,7 @@ def test_smoke_resnet50_group_hs(tmp_path):
     assert "tflite_bytes" in results or "export: skipped" in output
 
 
+@pytest.mark.slow
 def test_smoke_alexnet_hs_resumes_after_preemption(tmp_path):
     out = tmp_path / "run"
     args = ["--model", "alexnet", "--method", "hs", "--smoke", "--out", str(out), "--export", "off"]
@@ -113,6 +115,7 @@ def test_smoke_alexnet_hs_resumes_after_preemption(tmp_path):
     assert "shrink: skipped: deephoyer_tf.shrink does not cut grouped convolutions" in second
 
 
+@pytest.mark.slow
 def test_smoke_two_workers(tmp_path):
     """Keras 3 on MultiWorkerMirroredStrategy: fit_custom, both workers in step."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}

@@ -10,7 +10,10 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from deephoyer_tf import GroupHoyerSquare, GroupLasso, Hoyer, HoyerSquare
+from deephoyer_tf import GroupHoyerSquare
+from deephoyer_tf import GroupLasso
+from deephoyer_tf import Hoyer
+from deephoyer_tf import HoyerSquare
 from tests.helpers.strategies import mirrored as mirrored_strategy
 
 CLASSES = [Hoyer, HoyerSquare, GroupHoyerSquare, GroupLasso]
@@ -118,6 +121,7 @@ def test_tf_keras_model_saves_and_loads(tmp_path, suffix):
     )
 
 
+@pytest.mark.slow
 def test_round_trips_in_a_fresh_process_never_import_tfmot(tmp_path):
     """Save in one process; load in another; TFMOT stays out and tf.keras stays Keras 3."""
     script = textwrap.dedent(

@@ -10,7 +10,7 @@ FLAVOURS = ["keras", "tf_keras"]
 
 
 def _kernels(model):
-    return {l.name: tuple(l.kernel.shape) for l in model.layers if hasattr(l, "kernel")}
+    return {layer.name: tuple(layer.kernel.shape) for layer in model.layers if hasattr(layer, "kernel")}
 
 
 def _numpy_lenet_300_100(model, x):
@@ -53,7 +53,7 @@ def images():
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_lenet_300_100_architecture(flavour, images):
     model = models.lenet_300_100(flavour=flavour)
-    assert [l.name for l in model.layers] == ["flatten", "fc1", "fc2", "fc3"]
+    assert [layer.name for layer in model.layers] == ["flatten", "fc1", "fc2", "fc3"]
     assert _kernels(model) == {"fc1": (784, 300), "fc2": (300, 100), "fc3": (100, 10)}
     assert sum(np.prod(s) for s in _kernels(model).values()) == 266_200
     assert model.count_params() == 266_200 + 300 + 100 + 10
@@ -67,7 +67,7 @@ def test_lenet_300_100_architecture(flavour, images):
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_lenet_5_architecture(flavour, images):
     model = models.lenet_5(flavour=flavour)
-    assert [l.name for l in model.layers] == [
+    assert [layer.name for layer in model.layers] == [
         "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2"
     ]
     assert _kernels(model) == {
@@ -98,7 +98,7 @@ def test_flavours_build_the_same_function(builder, images):
     k3 = builder(flavour="keras")
     k2 = builder(flavour="tf_keras")
     assert type(k2).__module__.startswith("tf_keras")
-    assert [l.name for l in k2.layers] == [l.name for l in k3.layers]
+    assert [layer.name for layer in k2.layers] == [layer.name for layer in k3.layers]
     k2.set_weights(k3.get_weights())
     np.testing.assert_allclose(np.asarray(k2(images)), np.asarray(k3(images)), atol=1e-5)
 
@@ -116,7 +116,7 @@ def test_kernel_regularizer_shared_and_mapping(flavour):
 
     group = deephoyer_tf.GroupHoyerSquare(1e-3)
     model = models.lenet_5(kernel_regularizer={"conv1": group, "fc1": hs}, flavour=flavour)
-    regs = {l.name: l.kernel_regularizer for l in model.layers if hasattr(l, "kernel")}
+    regs = {layer.name: layer.kernel_regularizer for layer in model.layers if hasattr(layer, "kernel")}
     assert regs == {"conv1": group, "conv2": None, "fc1": hs, "fc2": None}
     assert len(model.losses) == 2
 
@@ -128,7 +128,7 @@ def test_saves_and_loads_with_regularizer(tmp_path, images):
     import keras
 
     loaded = keras.models.load_model(path)
-    assert [l.name for l in loaded.layers] == [l.name for l in model.layers]
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
     assert loaded.get_layer("fc1").kernel_regularizer.strength == pytest.approx(2e-4)
     np.testing.assert_allclose(np.asarray(loaded(images)), np.asarray(model(images)), atol=1e-6)
 

@@ -6,7 +6,9 @@ import pytest
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf import GroupHoyerSquare, HoyerSquare, regularize
+from deephoyer_tf import GroupHoyerSquare
+from deephoyer_tf import HoyerSquare
+from deephoyer_tf import regularize
 
 MODULES = [keras, tf_keras]
 IDS = ["keras3", "tf_keras"]
@@ -50,13 +52,13 @@ def test_keeps_outputs_and_adds_exactly_the_penalties(module, build):
     model = regularize(original, reg)
     assert model is not original
     np.testing.assert_allclose(model(x), original(x), atol=1e-6)
-    kernels = [l.kernel for l in model.layers if type(l).__name__ in ("Dense", "Conv2D")]
+    kernels = [layer.kernel for layer in model.layers if type(layer).__name__ in ("Dense", "Conv2D")]
     expected = sum(float(reg(k)) for k in kernels)
     assert len(model.losses) == len(kernels)
     assert sum(float(v) for v in model.losses) == pytest.approx(expected, rel=1e-6)
     # The original model is untouched, and biases carry no penalty.
     assert len(original.losses) == 0
-    assert all(getattr(l, "bias_regularizer", None) is None for l in model.layers)
+    assert all(getattr(layer, "bias_regularizer", None) is None for layer in model.layers)
 
 
 def test_shared_instance_controls_every_layer():

@@ -9,7 +9,10 @@ import pytest
 import tensorflow as tf
 
 import deephoyer_tf
-from deephoyer_tf import GroupHoyerSquare, GroupLasso, Hoyer, HoyerSquare
+from deephoyer_tf import GroupHoyerSquare
+from deephoyer_tf import GroupLasso
+from deephoyer_tf import Hoyer
+from deephoyer_tf import HoyerSquare
 
 SHAPES = [(7, 5), (300, 100), (5, 5, 1, 20), (3, 3, 8, 16), (3, 4, 6), (2, 2, 2, 3, 4)]
 
@@ -344,3 +347,24 @@ def test_rank_one_tensor_cannot_be_grouped(cls):
 def test_depthwise_layout_needs_rank_three():
     with pytest.raises(ValueError, match=r"layout='depthwise' needs a kernel of rank >= 3"):
         GroupHoyerSquare(0.1, layout="depthwise")(np.ones((4, 4), np.float32))
+
+
+@pytest.mark.parametrize(
+    "reg",
+    [
+        Hoyer(2e-4),
+        HoyerSquare(3e-4),
+        GroupHoyerSquare(1e-3, "both", input_strength=2e-3, layout="depthwise"),
+        GroupHoyerSquare(1e-3, "outputs"),
+        GroupLasso(1e-3, "inputs", layout="out_in"),
+    ],
+    ids=repr,
+)
+def test_get_config_holds_every_constructor_argument(reg):
+    import inspect
+
+    parameters = set(inspect.signature(type(reg).__init__).parameters) - {"self"}
+    config = reg.get_config()
+    assert set(config) == parameters
+    clone = type(reg).from_config(config)
+    assert clone.get_config() == config and repr(clone) == repr(reg)

@@ -6,8 +6,8 @@ import pytest
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf.structure import registry
 from deephoyer_tf.sparsity import zero_mask
+from deephoyer_tf.structure import registry
 
 
 @keras.saving.register_keras_serializable(package="deephoyer_tf_tests")

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tf_keras
 
-from tests.helpers import nets as _nets
 import deephoyer_tf
-from deephoyer_tf.structure.gather_units import GatherUnits, gather_units_class
+from deephoyer_tf.structure.gather_units import gather_units_class
+from tests.helpers import nets as _nets
 
 MODULES = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 
@@ -238,6 +238,10 @@ def test_gather_units_layer(module):
     np.testing.assert_array_equal(np.asarray(layer(np.array([[1.0, 2.0, 3.0]]))), [[3.0, 1.0]])
     config = layer.get_config()
     assert json.loads(json.dumps(config))["indices"] == [2, 0]
+    import inspect
+
+    arguments = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    assert arguments <= set(config)
     assert cls.from_config(config).indices == [2, 0]
     with pytest.raises(ValueError, match=r"argument `indices`.*Received: indices=\[\]"):
         cls([])

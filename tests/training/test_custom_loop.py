@@ -16,8 +16,8 @@ import tf_keras
 
 import deephoyer_tf
 from deephoyer_tf.sparsity import zero_mask as masks
-from tests.helpers.strategies import mirrored as mirrored_strategy
 from tests.helpers.strategies import free_ports
+from tests.helpers.strategies import mirrored as mirrored_strategy
 
 HERE = pathlib.Path(__file__).resolve().parent
 X = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
@@ -122,6 +122,7 @@ def test_fit_custom_matches_fit_one_device():
         np.testing.assert_allclose(custom, fit, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes(tmp_path):
     """tf_keras fit and Keras 3 fit_custom on MultiWorkerMirroredStrategy."""
     ports = free_ports(2)
