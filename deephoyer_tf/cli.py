@@ -59,11 +59,11 @@ def _load_any(path):
         try:
             import tf_keras
         except ImportError:
-            raise keras3_error
+            raise keras3_error from None
         try:
             return tf_keras.models.load_model(path, compile=False)
-        except Exception:
-            raise keras3_error
+        except Exception as tf_keras_error:
+            raise keras3_error from tf_keras_error
 
 
 def _report(args):

@@ -1,5 +1,9 @@
 """`SparsitySummaries`: per-layer sparsity in TensorBoard while a model trains."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 import tensorflow as tf
 
@@ -12,6 +16,10 @@ from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import liveness
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure import report as report_lib
+
+if TYPE_CHECKING:
+    import os
+    from typing import Any
 
 # What TensorBoard's scalar plugin writes with each value.
 _SCALAR_METADATA = private_api.scalar_summary_metadata()
@@ -74,7 +82,7 @@ class SparsitySummaries(Callback):
         # sparsity/total_density = 6200 / 266200 = 0.0233.
     """
 
-    def __init__(self, log_dir, update_freq="epoch"):
+    def __init__(self, log_dir: str | os.PathLike, update_freq: str | int = "epoch") -> None:
         super().__init__()
         log_dir = validation.check_path(log_dir, "log_dir")
         if update_freq != "epoch":
@@ -88,32 +96,32 @@ class SparsitySummaries(Callback):
 
     # --- Keras hooks -------------------------------------------------------
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.update_freq == "epoch":
             return
         self._batches += 1
         if self._batches % self.update_freq == 0:
             self.write(self._batches)
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.update_freq == "epoch":
             self.write(epoch)
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
 
-    def wants_train_batch_hooks(self):
+    def wants_train_batch_hooks(self) -> bool:
         return self.update_freq != "epoch"
 
     # --- summaries ---------------------------------------------------------
 
-    def write(self, step):
+    def write(self, step: int) -> dict[str, float]:
         """Writes every summary of `self.model` at `step` and flushes.
 
         Called by the hooks during `fit`; outside `fit`, call

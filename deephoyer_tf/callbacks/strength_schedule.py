@@ -1,8 +1,16 @@
 """`StrengthSchedule`: warm up, anneal or switch off the DeepHoyer penalties."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from deephoyer_tf._internal import validation
 from deephoyer_tf.callbacks.base import Callback
 from deephoyer_tf.regularizers.strengths import strength_variables
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Callable
 
 
 class StrengthSchedule(Callback):
@@ -28,7 +36,7 @@ class StrengthSchedule(Callback):
         model.fit(..., callbacks=[deephoyer_tf.StrengthSchedule.linear_warmup(5)])
     """
 
-    def __init__(self, schedule, verbose=0):
+    def __init__(self, schedule: Callable[[int], float], verbose: int = 0) -> None:
         super().__init__(verbose)
         self.schedule = validation.check_callable(
             schedule, "schedule", "a callable epoch -> float"
@@ -37,12 +45,12 @@ class StrengthSchedule(Callback):
         self._for_model = None
 
     @classmethod
-    def linear_warmup(cls, epochs, verbose=0):
+    def linear_warmup(cls, epochs: int, verbose: int = 0) -> StrengthSchedule:
         """Linear warm-up: factor ``(epoch + 1) / epochs`` up to 1."""
         epochs = validation.check_int(epochs, "epochs", minimum=1)
         return cls(lambda epoch: min(1.0, (epoch + 1) / epochs), verbose)
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._for_model is not self.model:
             # First fit of this model: its strengths now are the bases (a
             # later fit of the same model keeps them, as they may have been
@@ -52,7 +60,7 @@ class StrengthSchedule(Callback):
                 (variable, float(variable.numpy())) for variable in strength_variables(self.model)
             ]
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         factor = float(self.schedule(epoch))
         if not factor >= 0.0:
             raise ValueError(

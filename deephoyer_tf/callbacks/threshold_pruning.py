@@ -1,5 +1,9 @@
 """`ThresholdPruning`: the three DeepHoyer stages in one `fit`."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from deephoyer_tf._internal import validation
 from deephoyer_tf.callbacks.base import Callback
 from deephoyer_tf.regularizers.strengths import strength_variables
@@ -7,6 +11,11 @@ from deephoyer_tf.sparsity import thresholding as prune_lib
 from deephoyer_tf.sparsity import zero_mask
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure.report import sparsity_report
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Mapping
+    from typing import Sequence
 
 
 class ThresholdPruning(Callback):
@@ -66,8 +75,15 @@ class ThresholdPruning(Callback):
     """
 
     def __init__(
-        self, at_epoch, std_ratio=None, threshold=None, *, biases=False, layer_types=None, verbose=0
-    ):
+        self,
+        at_epoch: int,
+        std_ratio: float | Mapping[str, float] | None = None,
+        threshold: float | Mapping[str, float] | None = None,
+        *,
+        biases: bool = False,
+        layer_types: Sequence[str] | str | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(verbose)
         self.at_epoch = validation.check_int(at_epoch, "at_epoch", minimum=0)
         prune_lib.check_rule(std_ratio, threshold)
@@ -79,14 +95,14 @@ class ThresholdPruning(Callback):
         self.active = False
         self._for_model = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self._for_model is not self.model:
             # A new model (another run, a search trial): start from scratch.
             self._for_model = self.model
             self.report = None
             self.active = False
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if epoch < self.at_epoch:
             return
         model = self.model

@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deephoyer_tf._internal import validation
 from deephoyer_tf.export import runtime as runtime_lib
+
+if TYPE_CHECKING:
+    import os
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +39,15 @@ class LatencyResult:
 
 
 
-def tflite_latency(path, *, runs=1000, warmup=100, num_threads=1, op_resolver="auto", seed=0):
+def tflite_latency(
+    path: str | os.PathLike,
+    *,
+    runs: int = 1000,
+    warmup: int = 100,
+    num_threads: int = 1,
+    op_resolver: str = "auto",
+    seed: int | None = 0,
+) -> LatencyResult:
     """Median single-sample latency of a ``.tflite`` file.
 
     Invokes the interpreter `warmup` times, then times `runs` invocations one

@@ -9,10 +9,18 @@ integer sparse tensors (see `deephoyer_tf.export.tflite`).
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deephoyer_tf._internal import validation
+
+if TYPE_CHECKING:
+    import os
+    from typing import Any
+
+    # A `tf.lite.Interpreter` or an `ai_edge_litert.interpreter.Interpreter`.
+    Interpreter = Any
 
 OP_RESOLVERS = ("auto", "BUILTIN", "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "BUILTIN_REF")
 
@@ -50,7 +58,9 @@ def is_integer(detail):
     return np.issubdtype(np.dtype(detail["dtype"]), np.integer)
 
 
-def load_interpreter(path, op_resolver="auto", num_threads=None):
+def load_interpreter(
+    path: str | os.PathLike, op_resolver: str = "auto", num_threads: int | None = None
+) -> Interpreter:
     """A LiteRT interpreter (`tf.lite.Interpreter` without LiteRT) for a file.
 
     Args:
@@ -79,7 +89,7 @@ def check_op_resolver(op_resolver):
         )
 
 
-def auto_op_resolver(content):
+def auto_op_resolver(content: bytes) -> str:
     """The op resolver ``"auto"`` stands for, for the file bytes `content`.
 
     ``"BUILTIN_WITHOUT_DEFAULT_DELEGATES"`` when the file holds integer tensors

@@ -38,12 +38,15 @@ file, dense speed), block-sparse ones (1x4 float, 1x16 int8) by sparse
 fully-connected kernels.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import gzip
 import io
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -52,6 +55,19 @@ from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import validation
 from deephoyer_tf.export import runtime as runtime_lib
 from deephoyer_tf.export.runtime import OP_RESOLVERS  # noqa: F401 (documented here)
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Callable
+    from typing import Iterable
+
+    import numpy.typing as npt
+
+    ModelLike = Any  # a Keras 3 or tf_keras model
+    # A `tf.lite.Interpreter` or an `ai_edge_litert.interpreter.Interpreter`.
+    Interpreter = Any
+    # TF's `representative_dataset`: a callable returning `[input_batch]` lists.
+    RepresentativeDataset = Callable[[], Iterable[Any]]
 
 QUANTIZE_MODES = (None, "dynamic", "int8")
 
@@ -93,14 +109,14 @@ class ExportResult:
     max_abs_error: float
     tolerance: float
     sparse_tensors: int
-    quantize: object
+    quantize: str | None
     runtime: str
     op_resolver: str
-    default_delegate_error: object = None
-    stored_dense: tuple = ()
+    default_delegate_error: str | None = None
+    stored_dense: tuple[str, ...] = ()
 
     @property
-    def interpreter_options(self):
+    def interpreter_options(self) -> dict[str, str]:
         """Interpreter options that give the checked results, by name.
 
         ``{"experimental_op_resolver_type": "BUILTIN_WITHOUT_DEFAULT_DELEGATES"}``
@@ -109,7 +125,7 @@ class ExportResult:
         """
         return {"experimental_op_resolver_type": self.op_resolver}
 
-    def interpreter(self, num_threads=None):
+    def interpreter(self, num_threads: int | None = None) -> Interpreter:
         """A new interpreter for the file, with the options the check used.
 
         Example::
@@ -336,17 +352,17 @@ def _verify(content, samples, reference, op_resolver, tolerance):
 
 
 def export_tflite(
-    model,
-    path,
+    model: ModelLike,
+    path: str | os.PathLike,
     *,
-    sparse=True,
-    quantize=None,
-    representative_data=None,
-    sample_inputs=None,
-    atol=None,
-    rtol=None,
-    op_resolver="auto",
-):
+    sparse: bool = True,
+    quantize: str | None = None,
+    representative_data: np.ndarray | RepresentativeDataset | None = None,
+    sample_inputs: npt.ArrayLike | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    op_resolver: str = "auto",
+) -> ExportResult:
     """Writes `model` as a ``.tflite`` file and checks it against the model.
 
     The file is run on `sample_inputs`, one sample at a time, and compared with

@@ -16,12 +16,18 @@ images have magic number 2051 (``0x00000803``) and labels 2049
 (``0x00000801``).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import gzip
 import os
 import pathlib
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 ENV_VAR = "DEEPHOYER_DATA_DIR"
 
@@ -70,7 +76,9 @@ class MnistSplits:
     mean: float
     std: float
 
-    def dataset(self, split, batch_size=128, shuffle=False, seed=None):
+    def dataset(
+        self, split: str, batch_size: int = 128, shuffle: bool = False, seed: int | None = None
+    ) -> tf.data.Dataset:
         """A batched `tf.data.Dataset` of ``(images, labels)`` for one split.
 
         Args:
@@ -111,7 +119,7 @@ class MnistSplits:
         return data.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def read_idx(path):
+def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads one IDX file (gzip-compressed when its name ends in ``.gz``).
 
     Args:
@@ -230,7 +238,9 @@ def _download():
     return x_train, y_train, x_test, y_test
 
 
-def load_mnist(data_dir=None, validation_size=5000):
+def load_mnist(
+    data_dir: str | os.PathLike | None = None, validation_size: int = 5000
+) -> MnistSplits:
     """Loads MNIST, normalized, with a validation split.
 
     The folder is ``data_dir`` if given, else ``$DEEPHOYER_DATA_DIR`` if set;

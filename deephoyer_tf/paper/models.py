@@ -18,8 +18,21 @@ Both are built with Keras 3 (``flavour="keras"``) or with tf_keras
 names and initializers.
 """
 
+from __future__ import annotations
+
 import collections.abc
 import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Callable
+    from typing import Mapping
+    from typing import Union
+
+    ModelLike = Any  # a Keras 3 or tf_keras model
+    RegularizerLike = Callable[[Any], Any]  # a Keras regularizer (callable with get_config)
+    KernelRegularizer = Union[RegularizerLike, Mapping[str, Union[RegularizerLike, None]], None]
 
 FLAVOURS = ("keras", "tf_keras")
 
@@ -59,7 +72,11 @@ def _regularizer_chooser(kernel_regularizer, names):
     return chooser
 
 
-def lenet_300_100(kernel_regularizer=None, flavour="keras", name="lenet_300_100"):
+def lenet_300_100(
+    kernel_regularizer: KernelRegularizer = None,
+    flavour: str = "keras",
+    name: str = "lenet_300_100",
+) -> ModelLike:
     """LeNet-300-100: a 784-300-100-10 perceptron with ReLU.
 
     ``logits = fc3(relu(fc2(relu(fc1(flatten(x))))))`` with
@@ -103,8 +120,11 @@ def lenet_300_100(kernel_regularizer=None, flavour="keras", name="lenet_300_100"
 
 
 def lenet_5(
-    kernel_regularizer=None, flavour="keras", name="lenet_5", conv_activation="relu"
-):
+    kernel_regularizer: KernelRegularizer = None,
+    flavour: str = "keras",
+    name: str = "lenet_5",
+    conv_activation: str | None = "relu",
+) -> ModelLike:
     """LeNet-5 in its Caffe form (the paper's "LeNet-5").
 
     ``conv1`` 20 filters 5x5 (valid) -> max-pool 2 -> ``conv2`` 50 filters 5x5

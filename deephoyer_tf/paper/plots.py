@@ -18,7 +18,6 @@ Differentiable Scale-Invariant Sparsity Measures." ICLR 2020.
 
 import collections.abc
 import json
-import numbers
 import os
 import pathlib
 

@@ -1,16 +1,34 @@
 """`regularize`: attach a regularizer to the kernels of an existing model."""
 
+from __future__ import annotations
+
 import collections.abc
+from typing import TYPE_CHECKING
 
 from deephoyer_tf._internal import flavours
 from deephoyer_tf.structure import registry
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Callable
+    from typing import Mapping
+    from typing import Sequence
+
+    ModelLike = Any  # a Keras 3 or tf_keras model
+    RegularizerLike = Callable[[Any], Any]  # a Keras regularizer (callable with get_config)
 
 
 def _is_regularizer(obj):
     return callable(obj) and hasattr(obj, "get_config")
 
 
-def regularize(model, regularizer, *, bias_regularizer=None, layer_types=None):
+def regularize(
+    model: ModelLike,
+    regularizer: RegularizerLike | Mapping[str, RegularizerLike | None],
+    *,
+    bias_regularizer: RegularizerLike | None = None,
+    layer_types: Sequence[str] | str | None = None,
+) -> ModelLike:
     """Returns a copy of `model` whose kernels carry `regularizer`.
 
     The copy has the same architecture and weights (so the same outputs); the

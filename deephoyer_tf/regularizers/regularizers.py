@@ -15,6 +15,10 @@ Reference: Yang, Wen, Li. "DeepHoyer: Learning Sparser Neural Network with
 Differentiable Scale-Invariant Sparsity Measures." ICLR 2020.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
@@ -22,6 +26,14 @@ from deephoyer_tf._internal import tf_keras_faces
 from deephoyer_tf._internal import validation
 from deephoyer_tf.regularizers import measures as _measures
 from deephoyer_tf.structure import registry
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import TypeVar
+
+    # A kernel: a tensor, a variable (either Keras flavour) or an array.
+    TensorLike = Any
+    _G = TypeVar("_G", bound="_GroupRegularizer")
 
 _PACKAGE = "deephoyer_tf"
 _GROUPS = ("outputs", "inputs", "both")
@@ -114,25 +126,25 @@ class DeepHoyerRegularizer(keras.regularizers.Regularizer):
 
     strength = _StrengthVariable("_strength")
 
-    def __init__(self, strength):
+    def __init__(self, strength: float) -> None:
         strength = _check_strength(strength, "strength")
         self._strength = _new_strength_variable(strength, "strength")
 
-    def measure(self, x):
+    def measure(self, x: TensorLike) -> tf.Tensor:
         """The unscaled sparsity measure of `x`, a float32 scalar."""
         raise NotImplementedError
 
-    def __call__(self, x):
+    def __call__(self, x: TensorLike) -> tf.Tensor:
         return self._strength * self.measure(x)
 
-    def strength_variables(self):
+    def strength_variables(self) -> list[tf.Variable]:
         """The `tf.Variable`s holding the strengths of this regularizer."""
         return [self._strength]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"strength": self.strength}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         items = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({items})"
 
@@ -150,10 +162,10 @@ class Hoyer(DeepHoyerRegularizer):
     Example: for ``w = [3, 4]``, ``Hoyer(1.0)(w) = 7 / 5 = 1.4``.
     """
 
-    def __init__(self, strength=1e-4):
+    def __init__(self, strength: float = 1e-4) -> None:
         super().__init__(strength)
 
-    def measure(self, x):
+    def measure(self, x: TensorLike) -> tf.Tensor:
         return _measures.hoyer(x)
 
 
@@ -172,17 +184,23 @@ class HoyerSquare(DeepHoyerRegularizer):
     Example: for ``w = [3, 4]``, ``HoyerSquare(1.0)(w) = 49 / 25 = 1.96``.
     """
 
-    def __init__(self, strength=1e-4):
+    def __init__(self, strength: float = 1e-4) -> None:
         super().__init__(strength)
 
-    def measure(self, x):
+    def measure(self, x: TensorLike) -> tf.Tensor:
         return _measures.hoyer_square(x)
 
 
 class _GroupRegularizer(DeepHoyerRegularizer):
     """Shared argument handling of the group regularizers."""
 
-    def __init__(self, strength, groups="both", input_strength=None, layout="in_out"):
+    def __init__(
+        self,
+        strength: float,
+        groups: str = "both",
+        input_strength: float | None = None,
+        layout: str = "in_out",
+    ) -> None:
         super().__init__(strength)
         validation.check_choice(groups, "groups", _GROUPS)
         validation.check_choice(layout, "layout", registry.LAYOUTS)
@@ -202,12 +220,12 @@ class _GroupRegularizer(DeepHoyerRegularizer):
             )
 
     @property
-    def input_strength(self):
+    def input_strength(self) -> float:
         """Strength of the inputs term (equal to `strength` when tied)."""
         return float(self._input_strength.numpy())
 
     @input_strength.setter
-    def input_strength(self, value):
+    def input_strength(self, value: float) -> None:
         if self._tied:
             raise ValueError(
                 "`input_strength` is tied to `strength` (the regularizer was "
@@ -236,11 +254,11 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         values = self._group_measures(x, [registry.keep_axes(self.layout, k) for k in kinds])
         return dict(zip(kinds, values))
 
-    def measure(self, x):
+    def measure(self, x: TensorLike) -> tf.Tensor:
         """Sum of the group measures over the selected group kinds (unscaled)."""
         return tf.add_n(list(self._terms(x).values()))
 
-    def __call__(self, x):
+    def __call__(self, x: TensorLike) -> tf.Tensor:
         terms = self._terms(x)
         total = 0.0
         if "outputs" in terms:
@@ -250,12 +268,12 @@ class _GroupRegularizer(DeepHoyerRegularizer):
             total += strength * terms["inputs"]
         return total
 
-    def strength_variables(self):
+    def strength_variables(self) -> list[tf.Variable]:
         if self._tied:
             return [self._strength]
         return [self._strength, self._input_strength]
 
-    def with_layout(self, layout):
+    def with_layout(self: _G, layout: str) -> _G:
         """A copy for kernels of another `layout`, sharing the strength variables."""
         if layout == self.layout:
             return self
@@ -264,7 +282,7 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         clone._input_strength = self._input_strength
         return clone
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "strength": self.strength,
             "groups": self.groups,
@@ -307,7 +325,13 @@ class GroupHoyerSquare(_GroupRegularizer):
     ``GroupHoyerSquare(1.0, "inputs")(W) = 49 / 25 = 1.96``.
     """
 
-    def __init__(self, strength=1e-4, groups="both", input_strength=None, layout="in_out"):
+    def __init__(
+        self,
+        strength: float = 1e-4,
+        groups: str = "both",
+        input_strength: float | None = None,
+        layout: str = "in_out",
+    ) -> None:
         super().__init__(strength, groups, input_strength, layout)
 
     def _group_measures(self, x, keep_axes_list):
@@ -326,7 +350,13 @@ class GroupLasso(_GroupRegularizer):
     and ``GroupLasso(1.0, "inputs")(W) = 3 + 4 = 7``.
     """
 
-    def __init__(self, strength=1e-4, groups="both", input_strength=None, layout="in_out"):
+    def __init__(
+        self,
+        strength: float = 1e-4,
+        groups: str = "both",
+        input_strength: float | None = None,
+        layout: str = "in_out",
+    ) -> None:
         super().__init__(strength, groups, input_strength, layout)
 
     def _group_measures(self, x, keep_axes_list):

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from deephoyer_tf._internal import flavours
 from deephoyer_tf.regularizers.regularizers import DeepHoyerRegularizer
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Iterable
+
+    import tensorflow as tf
+
+    ModelLike = Any  # a Keras 3 or tf_keras model
+    LayerLike = Any  # a Keras 3 or tf_keras layer
 
 
 def deephoyer_regularizers(model_or_layers):
@@ -20,7 +31,7 @@ def deephoyer_regularizers(model_or_layers):
                 yield value
 
 
-def strength_variables(model_or_layers):
+def strength_variables(model_or_layers: ModelLike | Iterable[LayerLike]) -> list[tf.Variable]:
     """All strength variables of the DeepHoyer regularizers in a model.
 
     Args:

@@ -15,13 +15,21 @@ model is fine-tuned with every zero weight kept at exactly zero, by the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import tf_keras_faces
 from deephoyer_tf.sparsity import zero_mask
 from deephoyer_tf.structure import registry
 
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Sequence
 
-def fix_zeros(model, *, layer_types=None):
+    ModelLike = Any  # a Keras 3 or tf_keras model
+
+
+def fix_zeros(model: ModelLike, *, layer_types: Sequence[str] | str | None = None) -> ModelLike:
     """Holds every zero kernel weight of `model` at exactly zero from now on, in place.
 
     After ``fix_zeros(model)``, each kernel weight that is 0 now stays 0
@@ -71,7 +79,9 @@ def fix_zeros(model, *, layer_types=None):
     return zero_mask.hold_zeros(model, layer_types)
 
 
-def fix_zeros_tfmot(model, *, layer_types=None):
+def fix_zeros_tfmot(
+    model: ModelLike, *, layer_types: Sequence[str] | str | None = None
+) -> ModelLike:
     """A TFMOT-wrapped copy of a tf_keras `model` whose zeros stay exactly zero.
 
     Returns a new, uncompiled model whose layers of `layer_types` are wrapped
@@ -107,7 +117,7 @@ def fix_zeros_tfmot(model, *, layer_types=None):
     return tfmot_wrapper.wrap(model, registry.check_layer_types(layer_types))
 
 
-def strip_zero_masks(model):
+def strip_zero_masks(model: ModelLike) -> ModelLike:
     """Returns the plain model behind `fix_zeros` or `fix_zeros_tfmot`, same weights.
 
     Removes the masking constraints (restoring each kernel's own constraint)

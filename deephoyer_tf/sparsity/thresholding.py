@@ -8,7 +8,10 @@ regularizer, weights with ``|w| < t`` are removed. Two rules for ``t``:
 * ``threshold``: an absolute ``t``, its ImageNet rule.
 """
 
+from __future__ import annotations
+
 import collections.abc
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +21,15 @@ from deephoyer_tf.sparsity import kernels as kernels_lib
 from deephoyer_tf.sparsity import zero_mask
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure.report import sparsity_report
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Mapping
+    from typing import Sequence
+
+    from deephoyer_tf.structure.report import SparsityReport
+
+    ModelLike = Any  # a Keras 3 or tf_keras model
 
 
 def _check_value(value, name, label):
@@ -54,7 +66,14 @@ def check_rule(std_ratio, threshold):
     return name, _check_value(value, name, name)
 
 
-def prune(model, std_ratio=None, threshold=None, *, biases=False, layer_types=None):
+def prune(
+    model: ModelLike,
+    std_ratio: float | Mapping[str, float] | None = None,
+    threshold: float | Mapping[str, float] | None = None,
+    *,
+    biases: bool = False,
+    layer_types: Sequence[str] | str | None = None,
+) -> SparsityReport:
     """Sets every kernel weight with ``|w| < t`` to exactly 0, in place.
 
     For each kernel ``W`` of the selected layers, the threshold is

@@ -16,12 +16,23 @@ recomputed from them.
 `deephoyer_tf.fix_zeros` and `ThresholdPruning` are built on them.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
 import tensorflow as tf
 
 from deephoyer_tf._internal import private_api
 from deephoyer_tf.sparsity import kernels as kernels_lib
 from deephoyer_tf.structure import registry
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Callable
+
+    # A kernel value: a tensor, a variable (either Keras flavour) or an array.
+    TensorLike = Any
 
 
 class ZeroMask:
@@ -36,11 +47,13 @@ class ZeroMask:
         previous: the constraint the variable had before, applied first, or None.
     """
 
-    def __init__(self, mask, previous=None):
+    def __init__(
+        self, mask: tf.Variable, previous: Callable[[Any], TensorLike] | None = None
+    ) -> None:
         self.mask = mask
         self.previous = previous
 
-    def __call__(self, w):
+    def __call__(self, w: TensorLike) -> tf.Tensor:
         if self.previous is not None:
             w = self.previous(w)
         w = tf.convert_to_tensor(w)
@@ -48,7 +61,7 @@ class ZeroMask:
         # kernel must not turn a held zero into inf * 0 = NaN.
         return tf.where(tf.not_equal(self.mask, 0), w, tf.zeros_like(w))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"ZeroMask(shape={tuple(self.mask.shape)}, previous={self.previous!r})"
 
 

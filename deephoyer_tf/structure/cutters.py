@@ -15,9 +15,18 @@ outputs, so that `shrink` can fold removed constants into the next bias:
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Optional
+from typing import TYPE_CHECKING
+from typing import List
+from typing import Optional
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Dict
+    from typing import Tuple
+
+    LayerLike = Any  # a Keras 3 or tf_keras layer
 
 
 @dataclasses.dataclass
@@ -40,7 +49,7 @@ class Cut:
     bias_delta: Optional[np.ndarray] = None
 
 
-def cut_kernel_layer(layer, cut):
+def cut_kernel_layer(layer: LayerLike, cut: Cut) -> Tuple[Dict[str, Any], List[np.ndarray]]:
     """Dense and Conv: kernel ``(k..., in, out)`` and optional bias sliced.
 
     For a layer whose config has ``units`` (Dense) or ``filters`` (Conv) and
@@ -107,7 +116,7 @@ def copy_layer(layer, cut):
 # --- constant folding ------------------------------------------------------------
 
 
-def fold_dense(layer, x, kernel):
+def fold_dense(layer: LayerLike, x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Per input unit ``i`` and output ``j`` of a Dense layer, ``x[..., i] * W[i, j]``.
 
     Args:

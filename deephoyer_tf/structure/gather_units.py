@@ -13,11 +13,18 @@ models using them save and load (`.keras`) once `deephoyer_tf` is imported;
 `gather_units_class(tf_keras)` is the tf_keras face.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import TYPE_CHECKING
 
 import keras
 
 from deephoyer_tf._internal import tf_keras_faces
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Sequence
 
 
 def _check_indices(indices):
@@ -49,17 +56,17 @@ class GatherUnits(keras.layers.Layer):
     Example: ``GatherUnits([0, 2])(np.array([[1., 2., 3.]]))`` is ``[[1., 3.]]``.
     """
 
-    def __init__(self, indices, **kwargs):
+    def __init__(self, indices: Sequence[int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.indices = _check_indices(indices)
 
-    def call(self, inputs):
+    def call(self, inputs: Any) -> Any:
         return keras.ops.take(inputs, self.indices, axis=-1)
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         return _output_shape(input_shape, self.indices)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "indices": list(self.indices)}
 
 

@@ -42,10 +42,19 @@ Adding a layer type::
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING
+from typing import Callable
+from typing import Optional
+from typing import Sequence
+from typing import Tuple
 
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import validation
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    LayerLike = Any  # a Keras 3 or tf_keras layer
 
 LAYOUTS = ("in_out", "out_in", "depthwise")
 KINDS = ("kernel", "channelwise", "reshape", "merge", "concat", "opaque")
@@ -87,11 +96,11 @@ class KernelSpec:
             with ``groups="outputs"`` (``"inputs"``) is one index of these axes.
     """
 
-    attribute: object
+    attribute: str | Tuple[str, ...]
     regularizer_attribute: str = "kernel_regularizer"
     layout: str = "in_out"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         names = (self.attribute,) if isinstance(self.attribute, str) else tuple(self.attribute)
         if not names or not all(isinstance(n, str) and n for n in names):
             raise TypeError(
@@ -118,7 +127,7 @@ class KernelSpec:
     def output_axes(self) -> Tuple[int, ...]:
         return keep_axes(self.layout, "outputs")
 
-    def variable(self, layer):
+    def variable(self, layer: LayerLike) -> Any:
         """The kernel variable of `layer` (None when the layer is not built)."""
         for name in self.attributes:
             value = getattr(layer, name, None)
@@ -308,7 +317,7 @@ def kernels(layer, types=None):
             yield spec, variable
 
 
-def supported_types():
+def supported_types() -> list[str]:
     """The type names of the registered layers with kernels, sorted."""
     return sorted({e.name for e in _ENTRIES.values() if e.kind == "kernel"})
 

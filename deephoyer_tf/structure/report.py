@@ -16,8 +16,11 @@ Definitions (Yang, Wen, Li, ICLR 2020, Tables 1, 2, 4, 5):
   for LeNet-300-100 with 353 live pixels and 45 and 11 live hidden units.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +29,11 @@ from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import liveness
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure.registry import unwrap
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    ModelLike = Any  # a Keras 3 or tf_keras model
 
 
 @dataclasses.dataclass
@@ -62,7 +70,7 @@ class LayerReport:
     live_inputs: int
     live_outputs: int
     dense_macs: int
-    macs: int
+    macs: int | None
     bias_weights: int
     nonzero_biases: int
 
@@ -77,41 +85,41 @@ class SparsityReport:
         model_name: name of the model reported on.
     """
 
-    layers: list
+    layers: list[LayerReport]
     structure: str
     model_name: str = ""
 
     @property
-    def total_weights(self):
+    def total_weights(self) -> int:
         """Kernel weights of all reported layers."""
         return sum(r.kernel_weights for r in self.layers)
 
     @property
-    def nonzero_weights(self):
+    def nonzero_weights(self) -> int:
         """Nonzero kernel weights of all reported layers."""
         return sum(r.nonzero_weights for r in self.layers)
 
     @property
-    def density(self):
+    def density(self) -> float:
         """``nonzero_weights / total_weights`` (0 for a model without kernels)."""
         return self.nonzero_weights / self.total_weights if self.total_weights else 0.0
 
     @property
-    def compression(self):
+    def compression(self) -> float:
         """``total_weights / nonzero_weights`` (inf when every weight is zero)."""
         return self.total_weights / self.nonzero_weights if self.nonzero_weights else math.inf
 
     @property
-    def dense_macs(self):
+    def dense_macs(self) -> int:
         """MACs per example counting every unit."""
         return sum(r.dense_macs for r in self.layers)
 
     @property
-    def macs(self):
+    def macs(self) -> int:
         """MACs per example counting live units only (layers with known MACs)."""
         return sum(r.macs for r in self.layers if r.macs is not None)
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: totals, ``structure`` and a ``layers`` list."""
         layers = []
         for r in self.layers:
@@ -130,7 +138,7 @@ class SparsityReport:
             "layers": layers,
         }
 
-    def __str__(self):
+    def __str__(self) -> str:
         header = ("Layer", "Type", "Nonzero / Total", "Density", "Live in", "Live out",
                   "MACs / Dense MACs")
         rows = [header]
@@ -178,7 +186,7 @@ def _listify(shape):
     return list(shape)
 
 
-def sparsity_report(model):
+def sparsity_report(model: ModelLike) -> SparsityReport:
     """Counts nonzero weights, live units and MACs of `model`, as in the paper's tables.
 
     Kernel layers are those of `deephoyer_tf.supported_layer_types()` (Dense,

@@ -18,8 +18,11 @@ outputs. The algorithm is split by question:
   constant channel entering a zero-padded 3x3 convolution) the unit is kept.
 """
 
+from __future__ import annotations
+
 import collections
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +35,13 @@ from deephoyer_tf.structure import registry
 from deephoyer_tf.structure.cutters import Cut
 from deephoyer_tf.structure.gather_units import gather_units_class
 from deephoyer_tf.structure.report import sparsity_report
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from deephoyer_tf.structure.report import SparsityReport
+
+    ModelLike = Any  # a Keras 3 or tf_keras model
 
 
 def supported_types():
@@ -62,15 +72,15 @@ class ShrinkSummary:
         report: `SparsityReport` of the original model.
     """
 
-    removed: dict
+    removed: dict[str, tuple[int, int]]
     kept_for_exactness: int
-    kept_for_exactness_units: list
-    kept_dead_outputs: dict
+    kept_for_exactness_units: list[tuple[str, int]]
+    kept_dead_outputs: dict[str, int]
     folded: int
-    gathers: list
-    report: object
+    gathers: list[str]
+    report: SparsityReport
 
-    def __str__(self):
+    def __str__(self) -> str:
         lines = ["Shrink summary:"]
         for name, (ins, outs) in self.removed.items():
             lines.append(f"  {name}: removed {ins} input units, {outs} output units")
@@ -85,7 +95,7 @@ class ShrinkSummary:
 # --- entry point -------------------------------------------------------------
 
 
-def shrink(model):
+def shrink(model: ModelLike) -> ModelLike:
     """Returns a smaller model with the dead units of `model` physically removed.
 
     A unit (Dense neuron or input feature, Conv filter or input channel) is

@@ -16,10 +16,24 @@ penalties counted once, as on one device. Updates go through
 `fix_zeros` or `ThresholdPruning` stay exactly zero after every step.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import keras
 import tensorflow as tf
 
 from deephoyer_tf._internal import validation
+
+if TYPE_CHECKING:
+    from typing import Any
+    from typing import Callable
+    from typing import Sequence
+    from typing import Union
+
+    # A Keras loss: a name, a `keras.losses.Loss` or ``(y_true, y_pred) -> values``.
+    LossLike = Union[str, keras.losses.Loss, Callable[[Any, Any], Any]]
+
 
 def _per_example(loss_fn, y_true, y_pred):
     if isinstance(loss_fn, keras.losses.Loss):
@@ -32,7 +46,14 @@ def _per_example(loss_fn, y_true, y_pred):
     return values
 
 
-def make_train_step(model, optimizer, loss, strategy=None, *, jit_compile=False):
+def make_train_step(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    loss: LossLike,
+    strategy: tf.distribute.Strategy | None = None,
+    *,
+    jit_compile: bool = False,
+) -> Callable[[Any], tf.Tensor]:
     """Returns ``step(batch) -> loss``, one distributed training step.
 
     ``batch`` is an element ``(x, y)`` of a dataset distributed by
@@ -100,18 +121,18 @@ def _constraints_signature(model):
 
 
 def fit_custom(
-    model,
-    dataset,
+    model: keras.Model,
+    dataset: tf.data.Dataset,
     *,
-    optimizer,
-    loss,
-    epochs=1,
-    initial_epoch=0,
-    steps_per_epoch=None,
-    strategy=None,
-    callbacks=None,
-    jit_compile=False,
-):
+    optimizer: keras.optimizers.Optimizer,
+    loss: LossLike,
+    epochs: int = 1,
+    initial_epoch: int = 0,
+    steps_per_epoch: int | None = None,
+    strategy: tf.distribute.Strategy | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] | None = None,
+    jit_compile: bool = False,
+) -> keras.callbacks.History:
     """Trains a Keras 3 model with `make_train_step`, on any strategy.
 
     A minimal `fit` for what Keras 3 `fit` cannot run, above all
