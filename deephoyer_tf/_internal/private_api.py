@@ -232,3 +232,94 @@ def print_msg(message):
         print(message)
         return
     io_utils.print_msg(message)
+
+
+# --- re-invoking a graph node -----------------------------------------------------
+
+
+def node_call_arguments(node):
+    """``(args, kwargs)`` a graph node was called with (tensors and constants).
+
+    Keras 3: ``node.arguments.args`` / ``.kwargs`` (a `SymbolicArguments`);
+    tf_keras: ``node.call_args`` / ``node.call_kwargs``.
+    """
+    arguments = getattr(node, "arguments", None)
+    if arguments is not None and hasattr(arguments, "args"):
+        return tuple(arguments.args), dict(arguments.kwargs)
+    if hasattr(node, "call_args"):
+        return tuple(node.call_args), dict(node.call_kwargs)
+    raise _missing("`arguments` (Keras 3) or `call_args` (tf_keras)", node)
+
+
+def _is_symbolic(value):
+    return type(value).__name__ == "KerasTensor"
+
+
+def node_constants(node):
+    """The non-tensor leaves of a node's call arguments (None and names left out)."""
+    import tensorflow as tf
+
+    args, kwargs = node_call_arguments(node)
+    kwargs = {k: v for k, v in kwargs.items() if k != "name"}
+    leaves = tf.nest.flatten((args, kwargs))
+    return [v for v in leaves if v is not None and not _is_symbolic(v)]
+
+
+def call_node_again(node, operation, replacements):
+    """Calls `operation` as `node` called it, each input tensor replaced.
+
+    Args:
+        replacements: dict ``id(original KerasTensor) -> new tensor``.
+    """
+    import tensorflow as tf
+
+    args, kwargs = node_call_arguments(node)
+
+    def swap(value):
+        return replacements.get(id(value), value) if _is_symbolic(value) else value
+
+    args, kwargs = tf.nest.map_structure(swap, (args, kwargs))
+    return operation(*args, **kwargs)
+
+
+# --- operations that are not layers ------------------------------------------------
+
+# Element-wise arithmetic as written in a functional model (``x + 3.0``, ``x * y``).
+_KERAS_ELEMENTWISE_OPS = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")
+TF_KERAS_ELEMENTWISE_SYMBOLS = frozenset(
+    [
+        "__operators__.add",
+        "math.add",
+        "math.subtract",
+        "math.multiply",
+        "math.truediv",
+        "math.divide",
+    ]
+)
+
+
+def keras_elementwise_op_classes():
+    """Keras 3's operation classes for ``+ - * /`` in functional models.
+
+    Read from ``keras.src.ops.numpy`` (Keras 3's private tree): ``x + 3.0`` on
+    a `KerasTensor` adds a node whose operation is a ``keras.src.ops.numpy.Add``.
+    """
+    from keras.src.ops import numpy as numpy_ops
+
+    return [getattr(numpy_ops, name) for name in _KERAS_ELEMENTWISE_OPS if hasattr(numpy_ops, name)]
+
+
+def tf_keras_op_lambda_class(tf_keras):
+    """tf_keras' `TFOpLambda`, the layer a TF function on a KerasTensor becomes.
+
+    Read from ``tf_keras.src.layers.core.tf_op_layer``; its ``symbol``
+    attribute names the TF function (``"math.multiply"``).
+    """
+    from tf_keras.src.layers.core import tf_op_layer
+
+    return tf_op_layer.TFOpLambda
+
+
+def tf_op_lambda_symbol(layer):
+    """The TF function name a `TFOpLambda` layer wraps (``layer.symbol``)."""
+    return getattr(layer, "symbol", None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keras
 
+from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import tf_keras_faces
 from deephoyer_tf.structure import cutters
 from deephoyer_tf.structure.registry import KernelSpec
@@ -34,10 +35,10 @@ KERNEL_LAYERS = {
     "Conv1DTranspose": (_TRANSPOSE, None, None, False),
     "Conv2DTranspose": (_TRANSPOSE, None, None, False),
     "Conv3DTranspose": (_TRANSPOSE, None, None, False),
-    "DepthwiseConv1D": (_DEPTHWISE, None, None, False),
-    "DepthwiseConv2D": (_DEPTHWISE, None, None, False),
-    "SeparableConv1D": (_SEPARABLE, None, None, False),
-    "SeparableConv2D": (_SEPARABLE, None, None, False),
+    "DepthwiseConv1D": (_DEPTHWISE, cutters.cut_depthwise, None, False),
+    "DepthwiseConv2D": (_DEPTHWISE, cutters.cut_depthwise, None, False),
+    "SeparableConv1D": (_SEPARABLE, cutters.cut_separable, None, False),
+    "SeparableConv2D": (_SEPARABLE, cutters.cut_separable, None, False),
     "Embedding": (_EMBEDDING, None, None, False),
 }
 
@@ -84,7 +85,14 @@ RESHAPE_LAYERS = ("Flatten", "Reshape")
 MERGE_LAYERS = ("Add", "Subtract", "Average", "Maximum", "Minimum", "Multiply")
 CONCAT_LAYERS = ("Concatenate",)
 # Layers `shrink` copies unchanged, keeping every unit of their inputs and outputs.
-WHOLE_LAYERS = ("InputLayer", "Softmax", "LayerNormalization", "Rescaling", "Permute")
+WHOLE_LAYERS = (
+    "InputLayer",
+    "Softmax",
+    "LayerNormalization",
+    "Rescaling",
+    "Normalization",
+    "Permute",
+)
 
 
 def register_builtin_layers(module):
@@ -112,5 +120,25 @@ def register_builtin_layers(module):
         register_layer(cls, kind="opaque", cutter=cutters.copy_layer)
 
 
-register_builtin_layers(keras)
-tf_keras_faces.on_tf_keras(register_builtin_layers)
+def register_elementwise_operations(module):
+    """``x + 3.0``, ``x * gate``: Keras 3 operations, tf_keras `TFOpLambda` layers."""
+    if module is keras:
+        for cls in private_api.keras_elementwise_op_classes():
+            register_layer(cls, kind="elementwise", cutter=cutters.call_again)
+        return
+    register_layer(
+        private_api.tf_keras_op_lambda_class(module),
+        kind="elementwise",
+        cutter=cutters.call_again,
+        applies=lambda layer: private_api.tf_op_lambda_symbol(layer)
+        in private_api.TF_KERAS_ELEMENTWISE_SYMBOLS,
+    )
+
+
+def _register_flavour(module):
+    register_builtin_layers(module)
+    register_elementwise_operations(module)
+
+
+_register_flavour(keras)
+tf_keras_faces.on_tf_keras(_register_flavour)

@@ -81,6 +81,40 @@ def cut_kernel_layer(layer: LayerLike, cut: Cut) -> Tuple[Dict[str, Any], List[n
     return config, [kernel]
 
 
+def cut_depthwise(layer, cut):
+    """DepthwiseConv1D/2D ``(k..., in, multiplier)``: whole input channels removed.
+
+    The kept outputs are every ``c * multiplier + k`` of the kept input
+    channels ``c``; the bias (``in * multiplier``) is sliced to match.
+    """
+    keep_in = cut.keep_inputs[0]
+    kernel, *rest = [np.asarray(w) for w in layer.get_weights()]
+    weights = [kernel[..., keep_in, :]]
+    if rest:
+        multiplier = kernel.shape[-1]
+        weights.append(rest[0].reshape(-1, multiplier)[keep_in].reshape(-1))
+    return layer.get_config(), weights
+
+
+def cut_separable(layer, cut):
+    """SeparableConv1D/2D: input channels (depthwise and pointwise rows) and filters."""
+    keep_in, keep_out = cut.keep_inputs[0], cut.keep_outputs[0]
+    depthwise, pointwise, *rest = [np.asarray(w) for w in layer.get_weights()]
+    multiplier = depthwise.shape[-1]
+    rows = np.repeat(keep_in, multiplier)
+    weights = [depthwise[..., keep_in, :], pointwise[..., rows, :][..., keep_out]]
+    config = {**layer.get_config(), "filters": int(keep_out.sum())}
+    if rest:
+        bias = rest[0][keep_out]
+        if cut.bias_delta is not None:
+            bias = bias + cut.bias_delta.astype(bias.dtype)
+        weights.append(bias)
+    elif cut.bias_delta is not None and np.any(cut.bias_delta):
+        config["use_bias"] = True
+        weights.append(cut.bias_delta.astype(pointwise.dtype))
+    return config, weights
+
+
 def cut_channelwise(layer, cut):
     """Channel-wise layers: every weight whose last axis spans the units is sliced."""
     keep = cut.keep_inputs[0]
@@ -106,6 +140,15 @@ def cut_reshape(layer, cut):
             target = target[:-1] + (n_out,)
         config["target_shape"] = target
     return config, layer.get_weights()
+
+
+def call_again(layer, cut):
+    """Weightless operations (``x + 3.0``): called again as recorded, on the cut inputs.
+
+    Returns ``(None, None)``, which tells `shrink` to call the same operation
+    with the arguments of its original call, input tensors replaced.
+    """
+    return None, None
 
 
 def copy_layer(layer, cut):

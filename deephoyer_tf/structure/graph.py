@@ -90,6 +90,8 @@ class Op:
     inputs: list
     outputs: list
     index: int
+    node: object = None  # the Keras graph node of this call
+    sources: list = dataclasses.field(default_factory=list)  # its original input tensors
 
     def __repr__(self):
         return f"Op({self.name}: {self.type}, {self.kind})"
@@ -125,13 +127,19 @@ def _functional(model):
     return private_api.functional_nodes(model)
 
 
-def _kind(layer, n_inputs):
+def _kind(layer, n_inputs, node=None):
     layer = unwrap(layer)
     entry = registry.entry_for(layer)
     if entry is None:
         return "opaque"
     if entry.kind == "kernel":
         return "kernel"
+    if entry.kind == "elementwise":
+        # `x + 3.0`, `x * y`: channel-wise with scalar constants, a merge of tensors.
+        constants = private_api.node_constants(node) if node is not None else []
+        if not all(np.ndim(c) == 0 and isinstance(c, (int, float, np.number)) for c in constants):
+            return "opaque"
+        return "channelwise" if n_inputs == 1 else "merge"
     if channels_first(layer):
         return "opaque"
     if entry.kind in ("channelwise", "reshape") and n_inputs != 1:
@@ -180,12 +188,14 @@ def _inline(model, parts, bound, prefix, ops):
             type_ = type_name(layer)
             op = Op(
                 layer=layer,
-                kind=_kind(layer, len(in_nodes)),
+                kind=_kind(layer, len(in_nodes), node),
                 type=type_,
                 name=prefix + layer.name,
                 inputs=in_nodes,
                 outputs=out_nodes,
                 index=len(ops),
+                node=node,
+                sources=list(ins),
             )
             ops.append(op)
             for t in in_nodes:
@@ -199,6 +209,30 @@ def _inline(model, parts, bound, prefix, ops):
 
 def _is_model(layer):
     return flavours.is_model(layer)
+
+
+def _broadcast_merge(op):
+    """A merge whose inputs share the output's units and broadcast to its shape.
+
+    Squeeze-and-excitation gates ``(H, W, C) * (1, 1, C)`` are such merges: unit
+    ``c`` of every input is unit ``c`` out.
+    """
+    out = op.outputs[0].shape
+    for t in op.inputs:
+        shape = t.shape
+        if len(shape) != len(out) or shape[-1] != out[-1]:
+            return False
+        if any(a != b and a != 1 for a, b in zip(shape[:-1], out[:-1])):
+            return False
+    return True
+
+
+def is_channel_mapped(op):
+    """A depthwise kernel op: output unit ``c * m + k`` is computed from input unit ``c`` alone."""
+    if op.kind != "kernel":
+        return False
+    specs = registry.kernel_specs(op.layer)
+    return len(specs) == 1 and specs[0].layout == "depthwise"
 
 
 def _check_op(op):
@@ -218,9 +252,8 @@ def _check_op(op):
         rank = len(op.inputs[0].shape) + 1
         if axis is None or axis % rank != rank - 1:
             op.kind = "opaque"
-    if op.kind == "merge":
-        if len({t.shape for t in op.inputs + op.outputs}) != 1:
-            op.kind = "opaque"
+    if op.kind == "merge" and not _broadcast_merge(op):
+        op.kind = "opaque"
     if op.kind == "concat":
         axis = getattr(op.layer, "axis", -1)
         rank = len(op.outputs[0].shape) + 1

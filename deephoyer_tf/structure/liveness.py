@@ -21,6 +21,7 @@ import numpy as np
 
 from deephoyer_tf._internal import private_api
 from deephoyer_tf.structure import registry
+from deephoyer_tf.structure.graph import is_channel_mapped
 from deephoyer_tf.structure.graph import mixes_units
 from deephoyer_tf.structure.registry import unwrap
 
@@ -219,7 +220,9 @@ def demand(analysis, needs, keep_all=frozenset()):
             whole), e.g. a Reshape that surgery cannot cut.
 
     Model outputs keep every unit, and so do kernel ops with a unit-mixing
-    activation (softmax); a kernel op needs `needs[op]` of its input;
+    activation (softmax); a kernel op needs `needs[op]` of its input, except a
+    depthwise op (`is_channel_mapped`), which needs input channel ``c`` exactly
+    when one of its outputs ``c * m + k`` is demanded (written into `needs`);
     channel-wise ops and merges pass demand to their inputs unchanged (merged
     inputs must keep the same units), reshapes map it back to input units,
     concatenations split it, opaque ops need every input unit.
@@ -234,9 +237,14 @@ def demand(analysis, needs, keep_all=frozenset()):
         if op.kind == "kernel" and mixes_units(op.layer):
             result[op.outputs[0]] = np.ones(op.outputs[0].units, bool)
         outs = [result[t] for t in op.outputs]
-        if op.kind == "kernel":
+        if op in keep_all:
+            ins = [np.ones(t.units, bool) for t in op.inputs]
+        elif is_channel_mapped(op):
+            needs[op] = channel_need(op, outs[0])
             ins = [needs[op]]
-        elif op.kind == "opaque" or op in keep_all:
+        elif op.kind == "kernel":
+            ins = [needs[op]]
+        elif op.kind == "opaque":
             ins = [np.ones(t.units, bool) for t in op.inputs]
         elif op.kind == "channelwise":
             ins = [outs[0].copy()]
@@ -247,11 +255,24 @@ def demand(analysis, needs, keep_all=frozenset()):
     return result
 
 
+def channel_need(op, out_units):
+    """Input channels of depthwise `op` whose outputs ``c * m + k`` include a marked one."""
+    n_in = op.inputs[0].units
+    return np.asarray(out_units, bool).reshape(n_in, -1).any(axis=1)
+
+
+def channel_outputs(op, in_units):
+    """Outputs ``c * m + k`` of depthwise `op` for the marked input channels ``c``."""
+    multiplier = op.outputs[0].units // op.inputs[0].units
+    return np.repeat(np.asarray(in_units, bool), multiplier)
+
+
 def physical(analysis, demanded, keep_all=frozenset()):
     """Units of each tensor present in the shrunk model (a superset of `demanded`).
 
     Model inputs keep every unit; a kernel op, a merge or a concatenation
-    produces exactly the demanded units (inputs are gathered to fit);
+    produces exactly the demanded units (inputs are gathered to fit), a
+    depthwise op every output of the input channels it keeps;
     channel-wise ops keep their input's units; a reshape keeps the elements of
     its input's units; opaque ops (and `keep_all`) keep every unit.
     """
@@ -261,6 +282,9 @@ def physical(analysis, demanded, keep_all=frozenset()):
         ins = [result[t] for t in op.inputs]
         if op.kind == "opaque" or op in keep_all:
             outs = [np.ones(t.units, bool) for t in op.outputs]
+        elif is_channel_mapped(op):
+            # whole channels: every multiplier output of a kept input channel
+            outs = [channel_outputs(op, channel_need(op, demanded[op.outputs[0]]))]
         elif op.kind in ("kernel", "merge", "concat"):
             outs = [demanded[t].copy() for t in op.outputs]
         elif op.kind == "channelwise":

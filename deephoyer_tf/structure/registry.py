@@ -27,6 +27,9 @@ those of its outputs):
 * ``"reshape"``: Flatten, Reshape: elements keep their row-major order;
 * ``"merge"``: Add, Multiply...: unit ``c`` of every input is unit ``c`` out;
 * ``"concat"``: Concatenate on the last axis;
+* ``"elementwise"``: arithmetic written in a functional model (``x + 3.0``,
+  ``x * y``): channel-wise with scalar constants, a merge of tensors, opaque
+  with any other constant;
 * ``"opaque"``: every unit out may depend on every unit in (kept whole by
   `shrink`).
 
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
     LayerLike = Any  # a Keras 3 or tf_keras layer
 
 LAYOUTS = ("in_out", "out_in", "depthwise")
-KINDS = ("kernel", "channelwise", "reshape", "merge", "concat", "opaque")
+KINDS = ("kernel", "channelwise", "reshape", "merge", "concat", "elementwise", "opaque")
 
 # Axes kept (not reduced) when a kernel is split into groups of one unit each.
 _UNIT_AXES = {
@@ -146,6 +149,7 @@ class LayerEntry:
     cutter: Optional[Callable] = None
     fold: Optional[Callable] = None
     elementwise_default: bool = False
+    applies: Optional[Callable] = None
 
     @property
     def name(self) -> str:
@@ -164,6 +168,7 @@ def register_layer(
     cutter: Optional[Callable] = None,
     fold: Optional[Callable] = None,
     default: Optional[bool] = None,
+    applies: Optional[Callable] = None,
 ) -> LayerEntry:
     """Registers a Keras layer class (either flavour) with deephoyer_tf.
 
@@ -187,6 +192,9 @@ def register_layer(
             contributions``: how the constant values of removed input units
             reach its outputs (see `deephoyer_tf.structure.cutters.fold_dense`);
             None keeps such units instead of folding them into the bias.
+        applies: ``applies(layer) -> bool``: the entry holds only for the
+            instances it accepts (e.g. one TF function of tf_keras'
+            `TFOpLambda`); others are handled as unregistered.
         default: whether the element-wise pipeline (`regularize`, `prune`,
             `fix_zeros`) acts on it when ``layer_types`` is not given; default
             True for a class with kernels.
@@ -226,13 +234,13 @@ def register_layer(
             f"Invalid value for argument `kernels`. Expected at least one KernelSpec "
             f"exactly when kind='kernel'. Received: kind={kind!r}, {len(kernels)} kernels"
         )
-    for name, function in (("cutter", cutter), ("fold", fold)):
+    for name, function in (("cutter", cutter), ("fold", fold), ("applies", applies)):
         if function is not None:
             validation.check_callable(function, name)
     if default is None:
         default = kind == "kernel"
     entry = LayerEntry(
-        layer_class, kind, kernels, cutter, fold, validation.check_bool(default, "default")
+        layer_class, kind, kernels, cutter, fold, validation.check_bool(default, "default"), applies
     )
     _ENTRIES[layer_class] = entry
     return entry
@@ -244,9 +252,10 @@ def unregister_layer(layer_class: type) -> None:
 
 
 def _is_layer_class(cls):
+    """A Keras layer class, or a Keras 3 operation (what ``x + 3.0`` becomes)."""
     for c in cls.__mro__:
         module = (getattr(c, "__module__", "") or "").split(".")[0]
-        if c.__name__ == "Layer" and module in ("keras", "tf_keras"):
+        if c.__name__ in ("Layer", "Operation") and module in ("keras", "tf_keras"):
             return True
     return False
 
@@ -267,14 +276,18 @@ def entry_for(layer_or_class) -> Optional[LayerEntry]:
 
     TFMOT wrappers are seen through.
     """
+    instance = None
     if isinstance(layer_or_class, type):
         cls = layer_or_class
     else:
-        cls = type(unwrap(layer_or_class))
+        instance = unwrap(layer_or_class)
+        cls = type(instance)
     flavours.is_tf_keras(cls)  # completes the tf_keras registrations if needed
     for c in cls.__mro__:
         entry = _ENTRIES.get(c)
         if entry is not None:
+            if entry.applies is not None and instance is not None and not entry.applies(instance):
+                return None
             return entry
     return None
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import private_api
-from deephoyer_tf.structure import cutters
 from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import liveness
 from deephoyer_tf.structure import registry
@@ -66,6 +65,12 @@ class ShrinkSummary:
         kept_dead_outputs: dict layer name -> number of output units kept
             although not live (coupled through Add/Concatenate to a live
             unit, model outputs, or kept for exactness).
+        kept_for_exactness_reasons: dict consumer layer name -> why its
+            constant inputs could not be folded.
+        kept_whole: dict layer name -> why its inputs and outputs keep every
+            unit (a layer that mixes units, such as LayerNormalization over
+            the channel axis, a softmax, a reshape that cannot be cut, or an
+            operation with a per-channel constant).
         folded: number of removed constant units whose contribution was
             folded into a bias (counted once per consuming layer).
         gathers: names of the `GatherUnits` layers inserted.
@@ -79,6 +84,8 @@ class ShrinkSummary:
     folded: int
     gathers: list[str]
     report: SparsityReport
+    kept_for_exactness_reasons: dict[str, str] = dataclasses.field(default_factory=dict)
+    kept_whole: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = ["Shrink summary:"]
@@ -86,6 +93,11 @@ class ShrinkSummary:
             lines.append(f"  {name}: removed {ins} input units, {outs} output units")
         lines.append(f"  constants folded into biases: {self.folded}")
         lines.append(f"  dead units kept for exactness (not foldable): {self.kept_for_exactness}")
+        for name, why in self.kept_for_exactness_reasons.items():
+            count = sum(1 for consumer, _ in self.kept_for_exactness_units if consumer == name)
+            lines.append(f"    {name}: {count} input units kept: {why}")
+        for name, why in self.kept_whole.items():
+            lines.append(f"  {name}: every unit kept: {why}")
         kept = sum(self.kept_dead_outputs.values())
         lines.append(f"  dead output units kept (coupling, outputs, exactness): {kept}")
         lines.append(f"  gather layers inserted: {len(self.gathers)}")
@@ -263,7 +275,12 @@ def _probe(graph):
     for op in graph.ops:
         args = [values[t] for t in op.inputs]
         x = args if op.kind in ("merge", "concat") or len(args) > 1 else args[0]
-        out = op.layer(x, training=False)
+        entry = registry.entry_for(op.layer)
+        if entry is not None and entry.kind == "elementwise":
+            replacements = {id(src): arg for src, arg in zip(op.sources, args)}
+            out = private_api.call_node_again(op.node, op.layer, replacements)
+        else:
+            out = op.layer(x, training=False)
         outs = out if isinstance(out, (list, tuple)) else [out]
         for t, y in zip(op.outputs, outs):
             values[t] = np.asarray(y)
@@ -283,6 +300,9 @@ def _fold(op, analysis, values, need, demanded):
     t = op.inputs[0]
     keep_out = demanded[op.outputs[0]]
     forced = np.zeros(t.units, bool)
+    if graph_lib.is_channel_mapped(op):
+        # A depthwise op drops an input channel only with all of its outputs.
+        return None, forced, 0
     missing = ~need & ~analysis.fwd[t]
     value = values[t]
     nonzero = np.any(value.reshape(-1, t.units) != 0, axis=0)
@@ -360,8 +380,9 @@ def _rebuild(model, graph, plan):
         name = unique(layer.name) if names[layer.name] > 1 else layer.name
         cutter = registry.entry_for(layer).cutter
         if op in plan.keep_all:
+            # kept whole: its own cutter with every unit kept (a copy)
             args = [new[t] for t in op.inputs]
-            config, weights = cutters.copy_layer(layer, _cut(op, plan, "physical"))
+            config, weights = cutter(layer, _cut(op, plan, "physical"))
             _call(layer, config, weights, name, args, op, new)
             continue
         if op.kind == "kernel":
@@ -370,7 +391,8 @@ def _rebuild(model, graph, plan):
                 new[op.outputs[0]] = None
                 continue
             x = select(op.inputs[0], plan.needs[op], name)
-            cut = _cut(op, plan, "demanded", keep_inputs=[plan.needs[op]], delta=plan.deltas[op])
+            outputs = "physical" if graph_lib.is_channel_mapped(op) else "demanded"
+            cut = _cut(op, plan, outputs, keep_inputs=[plan.needs[op]], delta=plan.deltas[op])
             config, weights = cutter(layer, cut)
             _call(layer, config, weights, name, [x], op, new)
         elif op.kind in ("channelwise", "reshape"):
@@ -424,6 +446,13 @@ def _cut(op, plan, outputs, keep_inputs=None, delta=None):
 def _call(layer, config, weights, name, args, op, new):
     if any(a is None for a in args):
         raise _unsupported(op, ": all its input units are removed")
+    if config is None:  # a weightless operation, called again as recorded
+        replacements = {id(src): arg for src, arg in zip(op.sources, args)}
+        y = private_api.call_node_again(op.node, layer, replacements)
+        outs = y if isinstance(y, (list, tuple)) else [y]
+        for t, v in zip(op.outputs, outs):
+            new[t] = v
+        return
     config = dict(config)
     config["name"] = name
     clone = type(layer).from_config(config)
@@ -437,7 +466,7 @@ def _call(layer, config, weights, name, args, op, new):
 
 
 def _summary(analysis, plan, gathers, model):
-    removed, kept_dead = {}, {}
+    removed, kept_dead, reasons, whole = {}, {}, {}, {}
     forced_units = []
     for op in analysis.graph.kernel_ops():
         t, o = op.inputs[0], op.outputs[0]
@@ -445,6 +474,24 @@ def _summary(analysis, plan, gathers, model):
         removed[op.name] = (int(t.units - plan.needs[op].sum()), int(o.units - keep_out.sum()))
         kept_dead[op.name] = int((keep_out & ~analysis.live_outputs(op)).sum())
         forced_units += [(op.name, int(i)) for i in np.flatnonzero(plan.forced[op])]
+        if plan.forced[op].any():
+            entry = registry.entry_for(op.layer)
+            reasons[op.name] = (
+                f"no fold function is registered for {entry.name}"
+                if entry.fold is None
+                else "their constant values reach it differently at different positions "
+                "(zero padding or image borders), so no bias can stand for them"
+            )
+    for op in plan.keep_all:
+        if op.type == "InputLayer":
+            continue
+        if op.kind == "reshape":
+            why = "a reshape that moves units across the last axis"
+        elif registry.entry_for(op.layer) is not None and registry.entry_for(op.layer).kind == "opaque":
+            why = f"{op.type} mixes the units of its input (it is registered as opaque)"
+        else:
+            why = f"{op.type} cannot be cut here (it mixes units, or broadcasts a per-unit constant)"
+        whole[op.name] = why
     return ShrinkSummary(
         removed=removed,
         kept_for_exactness=len(forced_units),
@@ -453,4 +500,6 @@ def _summary(analysis, plan, gathers, model):
         folded=plan.folded,
         gathers=gathers,
         report=sparsity_report(model),
+        kept_for_exactness_reasons=reasons,
+        kept_whole=whole,
     )

@@ -157,3 +157,23 @@ def test_print_msg_goes_through_keras_messaging(capsys):
     finally:
         keras.utils.enable_interactive_logging()
     assert "to absl instead" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("module", FLAVOURS)
+def test_arithmetic_nodes_are_read_and_called_again(module):
+    """``x + 3.0``: its operation, recorded arguments, and a second call on a new input."""
+    inp = module.Input((4,))
+    out = inp + 3.0
+    model = module.Model(inp, out)
+    _, _, nodes = private_api.functional_nodes(model)
+    (node,) = [n for n in nodes if not private_api.node_parts(n)[3]]
+    operation, (source,), _, _ = private_api.node_parts(node)
+    args, _ = private_api.node_call_arguments(node)
+    assert args[1] == 3.0 and private_api.node_constants(node) == [3.0]
+    if module is keras:
+        assert type(operation) in private_api.keras_elementwise_op_classes()
+    else:
+        assert isinstance(operation, private_api.tf_keras_op_lambda_class(tf_keras))
+        assert private_api.tf_op_lambda_symbol(operation) in private_api.TF_KERAS_ELEMENTWISE_SYMBOLS
+    value = private_api.call_node_again(node, operation, {id(source): np.ones((2, 4), "float32")})
+    np.testing.assert_array_equal(np.asarray(value), np.full((2, 4), 4.0))
