@@ -6,6 +6,10 @@ import collections.abc
 from typing import TYPE_CHECKING
 
 from deephoyer_tf._internal import flavours
+from deephoyer_tf.regularizers.channel_groups import ChannelGroups
+from deephoyer_tf.regularizers.regularizers import GroupHoyerSquare
+from deephoyer_tf.regularizers.regularizers import GroupLasso
+from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import registry
 
 if TYPE_CHECKING:
@@ -41,7 +45,15 @@ def regularize(
         model.fit(...)
 
     The same regularizer instance is attached to every selected layer, so
-    setting ``regularizer.strength`` afterwards acts on all of them. Group
+    setting ``regularizer.strength`` afterwards acts on all of them.
+
+    Group regularizers (`GroupHoyerSquare`, `GroupLasso`) also go, by default,
+    on DepthwiseConv and SeparableConv layers (MobileNet, EfficientNet): the
+    depthwise kernel gets a `ChannelGroups` penalty, one group per channel
+    spanning its depthwise filter and the input slices of the layers that read
+    the channel (found in the layer graph, through BatchNormalization,
+    activations, pooling, Add and squeeze-and-excitation's Multiply), so that
+    a channel dies as a whole and `shrink` can remove it. Group
     regularizers are adapted to each layer's kernel layout (for example
     ``"out_in"`` for Conv2DTranspose) by copies that share its strength
     variables.
@@ -86,10 +98,70 @@ def regularize(
             f"regularizer or None. Received: bias_regularizer={bias_regularizer!r}"
         )
     types = registry.check_layer_types(layer_types)
-    return _clone_with_regularizers(model, chooser, bias_regularizer, types)
+    if layer_types is None and _has_group_regularizer(chooser):
+        # Group penalties also fit depthwise and separable kernels, channel by channel.
+        types = types + tuple(t for t in CHANNEL_GROUP_TYPES if t not in types)
+    readers = _channel_readers(model) if flavours.is_graph_model(model) and model.built else {}
+    links = []
+    clone = _clone_with_regularizers(model, chooser, bias_regularizer, types, readers, links)
+    layers = {layer.name: layer for layer in flavours.flat_layers(clone)}
+    for coupled, names in links:
+        kernels = []
+        for name in names:
+            reader = layers[name]
+            spec = registry.kernel_specs(reader)[-1]
+            kernels.append((registry.kernel_variable(reader, spec), spec.input_axes[0]))
+        coupled.link(kernels)
+    return clone
 
 
-def _clone_with_regularizers(model, chooser, bias_regularizer, types):
+# Layer types a group regularizer is attached to by default, besides the defaults.
+CHANNEL_GROUP_TYPES = ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", "SeparableConv2D")
+
+
+def _has_group_regularizer(chooser):
+    values = chooser.values() if isinstance(chooser, dict) else [chooser]
+    return any(isinstance(v, (GroupHoyerSquare, GroupLasso)) for v in values)
+
+
+def _channel_readers(model):
+    """{depthwise layer name: names of the kernel layers that read its channels}.
+
+    The channels of a depthwise kernel (a DepthwiseConv, or the depthwise
+    kernel of a SeparableConv, read by its own pointwise kernel) are followed
+    through channel-wise layers and merges (BatchNormalization, activations,
+    pooling, Add, squeeze-and-excitation's Multiply) to the kernel layers that
+    read them. A path through a reshape, a concatenation or an opaque layer
+    ends there: channels are not coupled across it.
+    """
+    found = {}
+    graph = graph_lib.build_graph(model)
+    if graph is None:
+        return found
+    for op in graph.kernel_ops():
+        layer = registry.unwrap(op.layer)
+        specs = registry.kernel_specs(layer)
+        if len(specs) == 2 and specs[0].layout == "depthwise":  # SeparableConv
+            found[layer.name] = [layer.name]
+            continue
+        if not graph_lib.is_channel_mapped(op):
+            continue
+        names, frontier, seen = [], [op.outputs[0]], set()
+        while frontier:
+            tensor = frontier.pop()
+            for consumer in tensor.consumers:
+                if id(consumer) in seen:
+                    continue
+                seen.add(id(consumer))
+                if consumer.kind in ("channelwise", "merge"):
+                    frontier.extend(consumer.outputs)
+                elif consumer.kind == "kernel":
+                    names.append(registry.unwrap(consumer.layer).name)
+        found[layer.name] = names
+    return found
+
+
+def _clone_with_regularizers(model, chooser, bias_regularizer, types, readers, links):
     if not flavours.is_graph_model(model):
         raise ValueError(
             f"regularize() cannot copy model {model.name!r} of type "
@@ -107,7 +179,7 @@ def _clone_with_regularizers(model, chooser, bias_regularizer, types):
 
     def clone_layer(layer):
         if isinstance(layer, module.Model):
-            return _clone_with_regularizers(layer, chooser, bias_regularizer, types)
+            return _clone_with_regularizers(layer, chooser, bias_regularizer, types, readers, links)
         new = type(layer).from_config(layer.get_config())
         name = registry.layer_type(layer)
         if name not in types:
@@ -122,6 +194,10 @@ def _clone_with_regularizers(model, chooser, bias_regularizer, types):
             adapted = regularizer
             if hasattr(regularizer, "with_layout"):
                 adapted = regularizer.with_layout(spec.layout)
+            if spec.layout == "depthwise" and isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
+                # one group per channel, across the layers that read it
+                adapted = ChannelGroups.from_group_regularizer(regularizer, readers.get(layer.name, ()))
+                links.append((adapted, adapted.readers))
             setattr(new, spec.regularizer_attribute, adapted)
         if bias_regularizer is not None and hasattr(new, "bias_regularizer"):
             new.bias_regularizer = bias_regularizer
