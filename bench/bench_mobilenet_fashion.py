@@ -280,11 +280,10 @@ def stage_smp(args, out):
 
 
 def stage_tfmot(args, out):
+    import keras
     import tensorflow_model_optimization as tfmot
     import tf_keras
-    import keras
 
-    import deephoyer_tf
 
     x, y, xv, yv, xt, yt = data(args)
     hs = load(out, "hs")

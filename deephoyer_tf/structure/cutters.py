@@ -169,7 +169,8 @@ def fold_dense(layer: LayerLike, x: np.ndarray, kernel: np.ndarray) -> np.ndarra
     Returns:
         ``(1, positions..., U * n)``, channel ``i * n + j``.
     """
-    return x[..., :, None] * kernel[None, ...].reshape((1,) * (x.ndim - 1) + kernel.shape)
+    products = x[..., :, None] * kernel[None, ...].reshape((1,) * (x.ndim - 1) + kernel.shape)
+    return products.reshape(products.shape[:-2] + (-1,))
 
 
 def fold_conv(layer, x, kernel):

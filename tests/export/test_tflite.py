@@ -1,4 +1,4 @@
-"""Tests for deephoyer_tf.export: verified (sparse) TFLite export and latency."""
+"""Tests for deephoyer_tf.export.tflite: verified (sparse) TFLite export."""
 
 import os
 import re
@@ -9,41 +9,15 @@ import numpy as np
 import pytest
 
 import deephoyer_tf
-from deephoyer_tf.export import latency
 from deephoyer_tf.export import runtime
 from deephoyer_tf.export import tflite as export
 from deephoyer_tf.paper import models
 from tests.helpers.tf_bugs import TF_2_21
 from tests.helpers.tf_bugs import pins_tf_2_21
 from tests.helpers.tf_bugs import warns_on_tf_2_21
-
-WITHOUT_DELEGATES = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
-
-
-def _sparsify(model, density, block=1, layers=None, seed=0):
-    """Zeroes kernel entries at random, in runs of `block` along the input axis."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if not hasattr(layer, "kernel") or (layers is not None and layer.name not in layers):
-            continue
-        w, b = layer.get_weights()
-        rows = -(-w.shape[-2] // block)
-        keep = rng.random(w.shape[:-2] + (rows, w.shape[-1])) < density
-        keep = np.repeat(keep, block, axis=-2)[..., : w.shape[-2], :]
-        layer.set_weights([w * keep, b + 0.05])
-    return model
-
-
-def _run_file(path, x, op_resolver="BUILTIN"):
-    it = runtime.interpreter(open(path, "rb").read(), op_resolver)
-    it.allocate_tensors()
-    (inp,), (out,) = it.get_input_details(), it.get_output_details()
-    ys = []
-    for sample in x:
-        it.set_tensor(inp["index"], sample[np.newaxis])
-        it.invoke()
-        ys.append(it.get_tensor(out["index"])[0])
-    return np.stack(ys)
+from tests.helpers.tflite_files import WITHOUT_DELEGATES
+from tests.helpers.tflite_files import run_file as _run_file
+from tests.helpers.tflite_files import sparsify as _sparsify
 
 
 @pytest.fixture(scope="module")
@@ -214,26 +188,6 @@ def test_tolerance_violation_raises(sparse_mlp, tmp_path):
     with pytest.raises(RuntimeError, match=r"max abs error \S+ > tolerance 0, on 8 samples"):
         export.export_tflite(sparse_mlp, tmp_path / "m.tflite", quantize="dynamic", atol=0, rtol=0)
     assert os.path.exists(tmp_path / "m.tflite")
-
-
-def test_tflite_latency(sparse_mlp, tmp_path):
-    path = export.export_tflite(sparse_mlp, tmp_path / "m.tflite").path
-    timing = latency.tflite_latency(path, runs=50, warmup=5)
-    assert 0 < timing.median_s <= timing.p90_s < 1.0
-    assert (timing.runs, timing.num_threads, timing.op_resolver) == (50, 1, "BUILTIN")
-    with warns_on_tf_2_21("failed to prepare"):
-        dynamic = export.export_tflite(sparse_mlp, tmp_path / "d.tflite", quantize="dynamic").path
-    assert latency.tflite_latency(dynamic, runs=5, warmup=0).op_resolver == WITHOUT_DELEGATES
-    with pytest.raises(FileNotFoundError, match="TFLite file not found"):
-        latency.tflite_latency(tmp_path / "none.tflite")
-    with pytest.raises(ValueError, match="Expected an int >= 1. Received: runs=0"):
-        latency.tflite_latency(path, runs=0)
-    with pytest.raises(ValueError, match="Received: op_resolver='xnnpack'"):
-        latency.tflite_latency(path, op_resolver="xnnpack")
-    with pytest.raises(ValueError, match="Received: op_resolver='xnnpack'"):
-        runtime.load_interpreter(path, op_resolver="xnnpack")
-    with pytest.raises(FileNotFoundError, match="TFLite file not found"):
-        runtime.load_interpreter(tmp_path / "none.tflite")
 
 
 def test_bad_arguments(sparse_mlp, tmp_path):

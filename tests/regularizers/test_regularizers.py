@@ -8,80 +8,20 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import deephoyer_tf
 from deephoyer_tf import GroupHoyerSquare
 from deephoyer_tf import GroupLasso
 from deephoyer_tf import Hoyer
 from deephoyer_tf import HoyerSquare
+from tests.helpers.hoyer_numpy import np_group_hs
+from tests.helpers.hoyer_numpy import np_group_hs_gradient
+from tests.helpers.hoyer_numpy import np_group_lasso
+from tests.helpers.hoyer_numpy import np_hoyer
+from tests.helpers.hoyer_numpy import np_hoyer_gradient
+from tests.helpers.hoyer_numpy import np_hoyer_square
+from tests.helpers.hoyer_numpy import np_hs_gradient
+from tests.helpers.hoyer_numpy import random_kernel as _kernel
 
 SHAPES = [(7, 5), (300, 100), (5, 5, 1, 20), (3, 3, 8, 16), (3, 4, 6), (2, 2, 2, 3, 4)]
-
-
-def _kernel(shape, seed=0, zero_fraction=0.3):
-    rng = np.random.default_rng(seed)
-    w = rng.normal(size=shape).astype(np.float32)
-    w[rng.random(shape) < zero_fraction] = 0.0
-    return w
-
-
-# ---------------------------------------------------------------- references
-def np_hoyer(w):
-    s = np.sum(np.float64(w) ** 2)
-    return 0.0 if s == 0 else np.sum(np.abs(w)) / np.sqrt(s)
-
-
-def np_hoyer_square(w):
-    s = np.sum(np.float64(w) ** 2)
-    return 0.0 if s == 0 else np.sum(np.abs(np.float64(w))) ** 2 / s
-
-
-def np_group_norms(w, keep_axes):
-    w = np.float64(w)
-    keep = {a % w.ndim for a in keep_axes}
-    reduce = tuple(a for a in range(w.ndim) if a not in keep)
-    return np.sqrt(np.sum(w**2, axis=reduce))
-
-
-KEEP = {"outputs": (-1,), "inputs": (-2,)}
-
-
-def np_group_hs(w, groups):
-    kinds = ("outputs", "inputs") if groups == "both" else (groups,)
-    total = 0.0
-    for kind in kinds:
-        norms = np_group_norms(w, KEEP[kind])
-        s = np.sum(norms**2)
-        total += 0.0 if s == 0 else np.sum(norms) ** 2 / s
-    return total
-
-
-def np_group_lasso(w, groups):
-    kinds = ("outputs", "inputs") if groups == "both" else (groups,)
-    return sum(np.sum(np_group_norms(w, KEEP[kind])) for kind in kinds)
-
-
-def np_hs_gradient(w):
-    """Paper eq. 4."""
-    w = np.float64(w)
-    a, s = np.sum(np.abs(w)), np.sum(w**2)
-    return 2 * np.sign(w) * a / s**2 * (s - np.abs(w) * a)
-
-
-def np_hoyer_gradient(w):
-    w = np.float64(w)
-    a, s = np.sum(np.abs(w)), np.sum(w**2)
-    return np.sign(w) / np.sqrt(s) - a * w / s**1.5
-
-
-def np_group_hs_gradient(w, kind):
-    """Appendix eq. 10: d G_H / d w_j = 2 A / S^2 (S w_j / ||w^(g(j))|| - A w_j)."""
-    w = np.float64(w)
-    keep = {a % w.ndim for a in KEEP[kind]}
-    reduce = tuple(a for a in range(w.ndim) if a not in keep)
-    norms = np.sqrt(np.sum(w**2, axis=reduce, keepdims=True))
-    a, s = np.sum(norms), np.sum(w**2)
-    ratio = np.divide(w, norms, out=np.zeros_like(w), where=norms > 0)
-    return 2 * a / s**2 * (s * ratio - a * w)
 
 
 def _value_and_grad(regularizer, w):
@@ -273,24 +213,6 @@ def test_strength_changes_without_retracing():
     assert float(penalty()) == pytest.approx(3 * first, rel=1e-6)
     assert reg.strength == pytest.approx(3e-2)
     assert penalty.experimental_get_tracing_count() == 1
-
-
-def test_strength_variables_of_a_model():
-    import keras
-
-    shared = HoyerSquare(1e-3)
-    group = GroupHoyerSquare(1e-3, input_strength=2e-3)
-    model = keras.Sequential(
-        [
-            keras.Input((4,)),
-            keras.layers.Dense(3, kernel_regularizer=shared),
-            keras.layers.Dense(3, kernel_regularizer=shared),
-            keras.layers.Dense(2, kernel_regularizer=group, bias_regularizer=keras.regularizers.L1(0.1)),
-        ]
-    )
-    found = deephoyer_tf.strength_variables(model)
-    assert [id(v) for v in found] == [id(v) for v in shared.strength_variables() + group.strength_variables()]
-    assert len(found) == 3
 
 
 # ---------------------------------------------------------------- errors

@@ -1,16 +1,17 @@
 """fix_zeros / strip_zero_masks: zeros exactly zero after every optimizer step,
 stripped and masked models equal, no extra variables, TFMOT workflow on tf_keras."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
 import tf_keras
 
 import deephoyer_tf
-from deephoyer_tf.sparsity import fixed_zeros
 from deephoyer_tf.sparsity import zero_mask as masks
+from tests.helpers.fixed_zeros import data
+from tests.helpers.fixed_zeros import fit
+from tests.helpers.fixed_zeros import kernels
+from tests.helpers.fixed_zeros import make_pruned
 
 FLAVOURS = [pytest.param(keras, id="keras3"), pytest.param(tf_keras, id="tf_keras")]
 # (flavour, how zeros are fixed): in place in both flavours, or TFMOT's wrapper on tf_keras.
@@ -21,8 +22,6 @@ FIXERS = [
 ]
 
 
-def is_wrapped(model):
-    return any(type(layer).__name__ == "PruneLowMagnitude" for layer in model.layers)
 # Learning rates that move every free weight but do not diverge (lr 0.05 with
 # momentum drove weights past 1e6 in six steps, and sometimes to inf).
 OPTIMIZERS = {
@@ -30,35 +29,6 @@ OPTIMIZERS = {
     "adam": lambda m: m.optimizers.Adam(0.01),
     "adamw": lambda m: m.optimizers.AdamW(0.01, weight_decay=0.5),
 }
-
-
-def data(seed=0, n=48):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 6, 6, 1)).astype("float32")
-    return x, rng.normal(size=(n, 3)).astype("float32")
-
-
-def make_pruned(module, seed=0, **dense_kwargs):
-    layers = module.layers
-    model = module.Sequential(
-        [
-            module.Input((6, 6, 1)),
-            layers.Conv2D(4, 3, activation="relu", name="conv"),
-            layers.Flatten(name="flat"),
-            layers.Dense(8, activation="relu", name="fc1", **dense_kwargs),
-            layers.Dense(3, name="fc2"),
-        ]
-    )
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
-    deephoyer_tf.prune(model, std_ratio=0.6)
-    return model
-
-
-def kernels(model):
-    return {
-        name: np.asarray(model.get_layer(name).kernel.numpy()) for name in ("conv", "fc1", "fc2")
-    }
 
 
 def kernel_layers(module, model):
@@ -87,16 +57,6 @@ def zero_checker(module, model, zeros):
                     self.moved.append((self.batches, name))
 
     return Check()
-
-
-def fit(module, model, optimizer, callbacks, epochs=2, jit_compile=False):
-    if is_wrapped(model):
-        import tensorflow_model_optimization as tfmot  # the tfmot fixture is active
-
-        callbacks = [tfmot.sparsity.keras.UpdatePruningStep()] + callbacks
-    model.compile(optimizer=optimizer, loss="mse", jit_compile=jit_compile)
-    x, y = data()
-    model.fit(x, y, batch_size=16, epochs=epochs, verbose=0, callbacks=callbacks)
 
 
 @pytest.mark.parametrize("module, fixer", FIXERS)
@@ -219,24 +179,6 @@ def test_keras3_checkpoint_loads_into_a_fresh_model(tmp_path):
         )
 
 
-def test_tfmot_wrapper_masks_frozen_and_schedule(tfmot):
-    model = make_pruned(tf_keras)
-    zeros = {name: k == 0 for name, k in kernels(model).items()}
-    wrapped = deephoyer_tf.fix_zeros_tfmot(model)
-    assert [type(layer).__name__ for layer in wrapped.layers] == [
-        "PruneLowMagnitude", "Flatten", "PruneLowMagnitude", "PruneLowMagnitude",
-    ]
-    fit(tf_keras, wrapped, tf_keras.optimizers.Adam(0.05), [], epochs=1)
-    for wrapper in (layer for layer in wrapped.layers if hasattr(layer, "pruning_vars")):
-        (weight, mask, _), = wrapper.pruning_vars
-        np.testing.assert_array_equal(mask.numpy(), (~zeros[wrapper.layer.name]).astype("float32"))
-    schedule = wrapped.layers[0].pruning_schedule
-    assert isinstance(schedule, tfmot.sparsity.keras.PruningSchedule)
-    assert not any(bool(schedule(step)[0]) for step in (0, 1, 100, 10**6))
-    # The stub registered at `import deephoyer_tf` builds the real schedule.
-    assert type(fixed_zeros._FrozenZerosScheduleLoader.from_config({})) is type(schedule)
-
-
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_tfmot_save_load_under_prune_scope_and_strip_pruning(tfmot, tmp_path, suffix):
     model = make_pruned(tf_keras)
@@ -256,24 +198,6 @@ def test_tfmot_save_load_under_prune_scope_and_strip_pruning(tfmot, tmp_path, su
     again = deephoyer_tf.fix_zeros_tfmot(loaded)
     assert again is not loaded
     assert all(masks.is_fixed(layer.kernel) for layer in kernel_layers(tf_keras, again).values())
-
-
-@pytest.mark.parametrize("previous", [None, "0"])
-def test_tfmot_import_puts_env_back(tfmot, monkeypatch, tmp_path, previous):
-    from deephoyer_tf.sparsity import tfmot_wrapper as _tfmot
-
-    name = f"fake_tfmot_{previous}"
-    # What TFMOT's first import does.
-    (tmp_path / f"{name}.py").write_text(
-        "import os\nos.environ['TF_USE_LEGACY_KERAS'] = '1'\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    if previous is None:
-        monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
-    else:
-        monkeypatch.setenv("TF_USE_LEGACY_KERAS", previous)
-    assert _tfmot._import_keeping_env(name).__name__ == name
-    assert os.environ.get("TF_USE_LEGACY_KERAS") == previous
 
 
 def test_errors():
@@ -306,17 +230,6 @@ def test_pruning_preserving_quantization_after_strip(tfmot):
     assert sorted(trained) == ["conv", "fc1", "fc2"]
     for name, kernel in trained.items():
         np.testing.assert_array_equal(kernel == 0, zeros[name])
-
-
-def test_held_zeros_survive_a_diverging_weight():
-    """inf elsewhere in the kernel does not make a held zero NaN (inf * 0)."""
-    import tensorflow as tf
-
-    mask = tf.Variable([[1.0, 0.0], [0.0, 1.0]])
-    w = tf.constant([[np.inf, 5.0], [-np.inf, 2.0]])
-    held = masks.ZeroMask(mask)(w).numpy()
-    assert held[0, 1] == 0.0 and held[1, 0] == 0.0
-    assert held[0, 0] == np.inf and held[1, 1] == 2.0
 
 
 def test_tfmot_path_turns_an_inf_at_a_masked_position_into_zero_not_nan(tfmot):

@@ -1,7 +1,5 @@
 """Tests of deephoyer_tf.shrink: dead units removed, outputs unchanged."""
 
-import json
-
 import keras
 import numpy as np
 import pytest
@@ -229,21 +227,3 @@ def test_bad_models():
     net(np.zeros((1, 2), "float32"))
     with pytest.raises(ValueError, match="needs a built Sequential or functional model.*subclassed"):
         deephoyer_tf.shrink(net)
-
-
-@pytest.mark.parametrize("module", MODULES)
-def test_gather_units_layer(module):
-    cls = gather_units_class(module)
-    layer = cls([2, 0], name="g")
-    np.testing.assert_array_equal(np.asarray(layer(np.array([[1.0, 2.0, 3.0]]))), [[3.0, 1.0]])
-    config = layer.get_config()
-    assert json.loads(json.dumps(config))["indices"] == [2, 0]
-    import inspect
-
-    arguments = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
-    assert arguments <= set(config)
-    assert cls.from_config(config).indices == [2, 0]
-    with pytest.raises(ValueError, match=r"argument `indices`.*Received: indices=\[\]"):
-        cls([])
-    with pytest.raises(ValueError, match=r"Received: indices=\[1, -1\]"):
-        cls([1, -1])
