@@ -1,7 +1,8 @@
 """The ``deephoyer-tf`` command line.
 
     deephoyer-tf reproduce {lenet-300-100,lenet-5} --method {hs,hoyer,group-hs,l1,group-lasso,magnitude}
-                 [--data-dir DIR] [--output DIR] [--quick] [--std-ratio R] [--strength S] ...
+                 [--dataset {mnist,fashion-mnist}] [--data-dir DIR] [--output DIR] [--quick]
+                 [--std-ratio R] [--strength S] ...
     deephoyer-tf report MODEL.keras [--json]
     deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}]
     deephoyer-tf plot {histograms,descent,pareto} ...
@@ -38,7 +39,7 @@ def _reproduce(args):
     output = args.output or os.path.join("runs", f"{args.model}-{args.method}")
     results = reproduce.run(
         args.model, args.method, data_dir=args.data_dir, output=output,
-        quick=args.quick, cache_dir=args.cache_dir, recipe=recipe,
+        quick=args.quick, cache_dir=args.cache_dir, recipe=recipe, dataset=args.dataset,
         log=lambda *a: print(*a, flush=True),
     )
     if args.plots:
@@ -124,8 +125,10 @@ def build_parser():
     p.add_argument("model", choices=["lenet-300-100", "lenet-5"])
     p.add_argument("--method", required=True,
                    choices=["hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude"])
-    p.add_argument("--data-dir", help="folder of the MNIST *-ubyte.gz files "
-                   "(default: $DEEPHOYER_DATA_DIR, else download)")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+                   help="the paper's MNIST (default) or Fashion-MNIST (same format, harder)")
+    p.add_argument("--data-dir", help="folder of the dataset's *-ubyte.gz files (default: "
+                   "$DEEPHOYER_DATA_DIR or $DEEPHOYER_FASHION_DATA_DIR, else download)")
     p.add_argument("--output", help="output folder (default runs/MODEL-METHOD)")
     p.add_argument("--cache-dir", help="where pretrained dense models are cached "
                    "(default $DEEPHOYER_CACHE_DIR or ~/.cache/deephoyer_tf)")

@@ -129,3 +129,14 @@ def test_export_int8_without_data_fails_clearly(quick_hs, tmp_path, env):
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 2
     assert "--quantize int8 needs --representative-data FILE.npy" in result.stderr
+
+
+def test_reproduce_takes_a_dataset_choice():
+    from deephoyer_tf import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["reproduce", "lenet-5", "--method", "hs", "--dataset", "fashion-mnist"])
+    assert args.dataset == "fashion-mnist"
+    assert parser.parse_args(["reproduce", "lenet-5", "--method", "hs"]).dataset == "mnist"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["reproduce", "lenet-5", "--method", "hs", "--dataset", "cifar"])

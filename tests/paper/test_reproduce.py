@@ -2,6 +2,7 @@
 
 import keras
 import numpy as np
+import pytest
 
 from deephoyer_tf.paper import reproduce
 from deephoyer_tf.paper.datasets import MnistSplits
@@ -48,3 +49,34 @@ def test_fine_tuning_copy_drops_every_registered_weight_regularizer():
         config = copy.get_config()
         assert [k for k, v in config.items() if k.endswith("_regularizer") and v is not None] == []
         assert type(copy) is type(layer)
+
+
+def test_an_unknown_dataset_is_rejected_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match=r"^Invalid value for argument `dataset`\. Expected one of \['mnist', 'fashion-mnist'\]\. Received: dataset='cifar'$"):
+        reproduce.run("lenet-300-100", "hs", output=tmp_path / "out", dataset="cifar")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_fashion_mnist_runs_beside_mnist_without_sharing_the_dense_model(tmp_path, mnist_dir):
+    import pathlib
+
+    fashion_dir = pathlib.Path(mnist_dir).parent / "fashion-mnist"
+    recipe = reproduce.recipe_for(
+        "lenet-300-100", "hs", quick=True, train_subset=2000, std_ratio=0.1,
+        regularize_epochs=1, finetune_epochs=1,
+    )
+    results = {}
+    for name, folder in (("mnist", mnist_dir), ("fashion-mnist", str(fashion_dir))):
+        results[name] = reproduce.run(
+            "lenet-300-100", "hs", data_dir=folder, output=tmp_path / name, cache_dir=tmp_path / "cache",
+            recipe=recipe, log=lambda *a: None, dataset=name,
+        )
+    assert results["mnist"]["dataset"] == "mnist" and results["mnist"]["paper"] is not None
+    assert results["fashion-mnist"]["dataset"] == "fashion-mnist" and results["fashion-mnist"]["paper"] is None
+    assert not results["fashion-mnist"]["pretrain_cached"]  # its own dense model, not MNIST's
+    assert len(list((tmp_path / "cache").glob("*.keras"))) == 2
+    # Fashion-MNIST is the harder set: the dense model is less accurate on it
+    assert results["fashion-mnist"]["dense_test_accuracy"] < results["mnist"]["dense_test_accuracy"]
+    assert "paper" not in reproduce.format_results(results["fashion-mnist"])
+    assert 0.5 < results["fashion-mnist"]["test_accuracy"] <= 1.0
