@@ -90,7 +90,8 @@ class ThresholdPruning(Callback):
         self.std_ratio = std_ratio
         self.threshold = threshold
         self.biases = validation.check_bool(biases, "biases")
-        self.layer_types = registry.check_layer_types(layer_types)
+        registry.check_layer_types(layer_types)  # validated now, resolved when pruning
+        self.layer_types = layer_types
         self.report = None
         self.active = False
         self._for_model = None

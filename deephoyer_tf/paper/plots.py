@@ -62,14 +62,10 @@ def _figure(width, height):
 
 
 def _save(figure, path):
-    path = _check_path(path, "path")
+    path = validation.check_path(path, "path")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=110)
     return str(path)
-
-
-def _check_path(path, name):
-    return validation.check_path(path, name)
 
 
 # --- histograms (Figures 3 and 4) ------------------------------------------
@@ -181,7 +177,7 @@ def load_stages(path):
         FileNotFoundError: no such file (or no ``stages.npz`` in the folder).
         ValueError: an array name has no ``stage/`` prefix.
     """
-    path = _check_path(path, "path")
+    path = validation.check_path(path, "path")
     if path.is_dir():
         path = path / "stages.npz"
     if not path.is_file():
@@ -214,7 +210,7 @@ def reproduction_histograms(output_dir, results=None):
     Returns:
         The path of the PNG written, as a str.
     """
-    output_dir = _check_path(output_dir, "output_dir")
+    output_dir = validation.check_path(output_dir, "output_dir")
     if results is None and (output_dir / "results.json").is_file():
         results = json.loads((output_dir / "results.json").read_text())
     return weight_histograms(load_stages(output_dir), output_dir / "histograms.png",
@@ -239,10 +235,6 @@ def _method_label(method):
 
 
 # --- descent path (Figure 2) -----------------------------------------------
-
-
-def _check_int(value, name, minimum):
-    return validation.check_int(value, name, minimum=minimum)
 
 
 def hoyer_square_descent(dim=20, seed=0, steps=2000, learning_rate=2e-3, tolerance=1e-2):
@@ -279,8 +271,8 @@ def hoyer_square_descent(dim=20, seed=0, steps=2000, learning_rate=2e-3, toleran
 
     from deephoyer_tf.regularizers import measures as _measures
 
-    dim = _check_int(dim, "dim", 2)
-    steps = _check_int(steps, "steps", 0)
+    dim = validation.check_int(dim, "dim", minimum=2)
+    steps = validation.check_int(steps, "steps", minimum=0)
     for name, value in (("learning_rate", learning_rate), ("tolerance", tolerance)):
         if validation.check_float(value, name) == 0.0:
             raise ValueError(
@@ -357,7 +349,7 @@ def descent_path(path, dim=20, seed=0, steps=2000, learning_rate=2e-3, tolerance
 
 
 def _load_results(entry):
-    path = _check_path(entry, "results_paths")
+    path = validation.check_path(entry, "results_paths")
     if path.is_dir():
         path = path / "results.json"
     results = json.loads(path.read_text())

@@ -109,8 +109,8 @@ QUICK = dict(
 
 def recipe_for(model_name, method, quick=False, **overrides):
     """The default recipe of (`model_name`, `method`), with `overrides` applied."""
-    _check_choice(model_name, MODELS, "model")
-    _check_choice(method, METHODS, "method")
+    validation.check_choice(model_name, "model", MODELS)
+    validation.check_choice(method, "method", METHODS)
     recipe = dataclasses.replace(RECIPES[(model_name, method)])
     if quick:
         recipe = dataclasses.replace(recipe, **QUICK)
@@ -118,10 +118,6 @@ def recipe_for(model_name, method, quick=False, **overrides):
     if unknown:
         raise ValueError(f"Unknown recipe fields: {unknown}")
     return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
-
-
-def _check_choice(value, choices, name):
-    validation.check_choice(value, name, choices)
 
 
 def make_regularizer(method, strength):
@@ -249,7 +245,7 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
     format, harder; the paper's row is then not shown beside ours).
     """
     start = time.time()
-    _check_choice(dataset, datasets.DATASETS, "dataset")
+    validation.check_choice(dataset, "dataset", datasets.DATASETS)
     recipe = recipe or recipe_for(model_name, method, quick)
     output = pathlib.Path(output or f"runs/{model_name}-{method}")
     output.mkdir(parents=True, exist_ok=True)

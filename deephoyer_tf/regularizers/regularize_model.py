@@ -101,7 +101,10 @@ def regularize(
     if layer_types is None and _has_group_regularizer(chooser):
         # Group penalties also fit depthwise and separable kernels, channel by channel.
         types = types + tuple(t for t in CHANNEL_GROUP_TYPES if t not in types)
-    readers = _channel_readers(model) if flavours.is_graph_model(model) and model.built else {}
+    readers = {}
+    if _has_group_regularizer(chooser) and flavours.is_graph_model(model) and model.built:
+        if any(_depthwise_spec(layer) for layer in flavours.flat_layers(model)):
+            readers = _channel_readers(model)
     links = []
     clone = _clone_with_regularizers(model, chooser, bias_regularizer, types, readers, links)
     layers = {layer.name: layer for layer in flavours.flat_layers(clone)}
@@ -122,6 +125,11 @@ CHANNEL_GROUP_TYPES = ("DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D", 
 def _has_group_regularizer(chooser):
     values = chooser.values() if isinstance(chooser, dict) else [chooser]
     return any(isinstance(v, (GroupHoyerSquare, GroupLasso)) for v in values)
+
+
+def _depthwise_spec(layer):
+    specs = registry.kernel_specs(layer)
+    return bool(specs) and specs[0].layout == "depthwise"
 
 
 def _channel_readers(model):

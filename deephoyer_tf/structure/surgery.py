@@ -485,9 +485,10 @@ def _summary(analysis, plan, gathers, model):
     for op in plan.keep_all:
         if op.type == "InputLayer":
             continue
+        entry = registry.entry_for(op.layer)
         if op.kind == "reshape":
             why = "a reshape that moves units across the last axis"
-        elif registry.entry_for(op.layer) is not None and registry.entry_for(op.layer).kind == "opaque":
+        elif entry is not None and entry.kind == "opaque":
             why = f"{op.type} mixes the units of its input (it is registered as opaque)"
         else:
             why = f"{op.type} cannot be cut here (it mixes units, or broadcasts a per-unit constant)"
