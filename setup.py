@@ -11,9 +11,10 @@ extras = {
     "litert": ["ai-edge-litert"],
     "datasets": ["tensorflow-datasets"],
     "plots": ["matplotlib"],
+    "search": ["optuna>=5.0", "matplotlib"],  # deephoyer_tf.search, deephoyer-tf search
 }
 extras["test"] = sorted(
-    {p for group in ("tfmot", "litert", "datasets", "plots") for p in extras[group]}
+    {p for group in ("tfmot", "litert", "datasets", "plots", "search") for p in extras[group]}
     | {"pytest", "ruff"}
 )
 extras["all"] = extras["test"]

@@ -12,7 +12,9 @@ The public names are re-exported here; the design is in the subpackages
 * `structure`: the layer registry, liveness, `sparsity_report`, `shrink`;
 * `export`: TFLite / LiteRT export and latency;
 * `training`: `fit_custom` for Keras 3 on any `tf.distribute` strategy;
-* `paper`: the LeNets, MNIST, the reproduction and the figures.
+* `paper`: the LeNets, MNIST, the reproduction and the figures;
+* `search`: the Optuna search for the sparsest model within an accuracy drop
+  (imported on first use of ``deephoyer_tf.search``).
 
 Importing this package imports neither tf_keras nor
 `tensorflow_model_optimization`, and never sets `TF_USE_LEGACY_KERAS`.
@@ -52,6 +54,15 @@ from deephoyer_tf.training import make_train_step
 
 # tf_keras faces: registered now if tf_keras is imported, else when it is.
 _tf_keras_faces.install()
+
+
+def __getattr__(name):
+    # `deephoyer_tf.search` (the Optuna search) is imported on first use only.
+    if name == "search":
+        import importlib
+
+        return importlib.import_module("deephoyer_tf.search")
+    raise AttributeError(f"module 'deephoyer_tf' has no attribute {name!r}")
 
 __all__ = [
     "DeepHoyerRegularizer",

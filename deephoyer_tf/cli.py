@@ -3,6 +3,8 @@
     deephoyer-tf reproduce {lenet-300-100,lenet-5} --method {hs,hoyer,group-hs,l1,group-lasso,magnitude}
                  [--dataset {mnist,fashion-mnist}] [--data-dir DIR] [--output DIR] [--quick]
                  [--std-ratio R] [--strength S] ...
+    deephoyer-tf search {lenet-300-100,lenet-5} --method M --trials N [--storage URL] [--study-name NAME]
+                 [--output DIR] [--max-drop POINTS] [--per-layer] [--quick] [--data-dir DIR] ...
     deephoyer-tf report MODEL.keras [--json]
     deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}]
     deephoyer-tf plot {histograms,descent,pareto} ...
@@ -47,6 +49,36 @@ def _reproduce(args):
 
         plots.reproduction_histograms(output, results)
     print(f"results written to {os.path.join(output, 'results.json')}")
+    return 0
+
+
+def _search(args):
+    import optuna
+
+    from deephoyer_tf import search
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one progress line per trial instead
+    output = args.output or os.path.join("runs", f"search-{args.model}-{args.method}")
+    result = search.lenet(
+        args.model, args.method, n_trials=args.trials, output=output, storage=args.storage,
+        study_name=args.study_name, max_drop=args.max_drop, quick=args.quick, data_dir=args.data_dir,
+        dataset=args.dataset, cache_dir=args.cache_dir, per_layer=args.per_layer,
+        regularize_epochs=args.regularize_epochs, finetune_epochs=args.finetune_epochs,
+        warmup_epochs=args.warmup_epochs, seed=args.seed, log=lambda *a: print(*a, flush=True),
+    )
+    metric = "MACs" if result.size_metric == "macs" else "nonzero weights"
+    print(f"Pareto front ({metric} / validation accuracy): " + ", ".join(
+        f"#{n} {t['size']:,.0f} / {t['validation_accuracy']:.2%}"
+        for n in result.pareto for t in result.trials if t["number"] == n))
+    if result.chosen is None:
+        print(f"no trial within {args.max_drop:g} points of the dense validation accuracy "
+              f"({result.dense_validation_accuracy:.2%}); run more trials or allow a larger --max-drop")
+    else:
+        c = result.chosen
+        print(f"chosen: trial {c['number']} {c['params']}: {c['size']:,.0f} {metric}, validation "
+              f"{c['validation_accuracy']:.2%} (dense {result.dense_validation_accuracy:.2%}), "
+              f"model {c['model_path']}")
+    print(f"search written to {os.path.join(output, 'search.json')}")
     return 0
 
 
@@ -149,6 +181,30 @@ def build_parser():
     p.add_argument("--target-sparsity", type=float, help="magnitude: the final sparsity")
     p.add_argument("--match", help="magnitude: aim at the sparsity of this results.json")
     p.set_defaults(func=_reproduce)
+
+    p = sub.add_parser("search", help="search strength and threshold (Optuna) for the sparsest "
+                       "model within a validation-accuracy drop")
+    p.add_argument("model", choices=["lenet-300-100", "lenet-5"])
+    p.add_argument("--method", required=True,
+                   choices=["hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude"])
+    p.add_argument("--trials", type=int, required=True, help="trials to run now (the study may hold more)")
+    p.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///search.db (a database "
+                   "server URL lets several machines share the study; default OUTPUT/study.db)")
+    p.add_argument("--study-name", help="default MODEL-METHOD; the same name continues the study")
+    p.add_argument("--output", help="folder for search.json, pareto.png and the trials' models "
+                   "(default runs/search-MODEL-METHOD)")
+    p.add_argument("--max-drop", type=float, default=0.2,
+                   help="allowed validation-accuracy drop below the dense model, in points (default 0.2)")
+    p.add_argument("--per-layer", action="store_true", help="one std ratio per layer")
+    p.add_argument("--quick", action="store_true", help="tiny budget (6,000 images, a few epochs)")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    p.add_argument("--data-dir", help="folder of the dataset's *-ubyte.gz files")
+    p.add_argument("--cache-dir", help="where pretrained dense models are cached (shared with reproduce)")
+    p.add_argument("--regularize-epochs", type=int)
+    p.add_argument("--finetune-epochs", type=int)
+    p.add_argument("--warmup-epochs", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_search)
 
     p = sub.add_parser("report", help="print the sparsity table of a saved model")
     p.add_argument("model", help="a .keras or .h5 file")

@@ -28,6 +28,7 @@ import json
 import os
 import pathlib
 import platform
+import shutil
 import time
 
 import keras
@@ -168,10 +169,75 @@ def data_fingerprint(x, y):
     return digest.hexdigest()[:12]
 
 
+def fit_resumable(model, x, y=None, *, epochs, backup_dir=None, done_path=None, log=print,
+                  stage="fit", callbacks=(), **fit_kwargs):
+    """`model.fit` that backs up every epoch and resumes after an interruption.
+
+    With `backup_dir`, Keras' `BackupAndRestore` saves the model's weights and
+    optimizer state at the end of every epoch; a later call with the same
+    folder restores them and continues at the next epoch (the epoch index is
+    restored too, so epoch-indexed callbacks such as `StrengthSchedule` see the
+    right epoch). With `done_path`, the trained weights are written there when
+    the stage completes, and a later call loads them instead of training:
+    a pipeline of several stages resumes at the stage it was in.
+
+    Returns:
+        True if the stage was trained here (fully or from a backup), False if
+        it was loaded from `done_path`.
+    """
+    if done_path is not None and pathlib.Path(done_path).exists():
+        model.set_weights(load_weights(done_path))
+        log(f"[{stage}] done in an earlier run; weights loaded from {done_path}")
+        return False
+    callbacks = list(callbacks)
+    if backup_dir is not None:
+        backup_dir = pathlib.Path(backup_dir)
+        metadata = backup_dir / "training_metadata.json"
+        if metadata.exists():
+            done = json.loads(metadata.read_text()).get("epoch", -1) + 1
+            log(f"[{stage}] resuming from the backup in {backup_dir}: {done} of {epochs} epochs done")
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch"))
+    model.fit(x, y, epochs=epochs, callbacks=callbacks, **fit_kwargs)
+    if done_path is not None:
+        save_weights(done_path, model.get_weights())
+    return True
+
+
+def save_weights(path, weights):
+    """Writes a list of arrays to `path` (`.npz`), atomically (a temporary file, then a rename)."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial.npz")
+    np.savez(partial, *weights)
+    os.replace(partial, path)
+
+
+def load_weights(path):
+    """The list of arrays `save_weights` wrote."""
+    with np.load(path) as stored:
+        return [stored[f"arr_{i}"] for i in range(len(stored.files))]
+
+
+def _architecture_digest(model_name):
+    """A short hash of the network's config, so a changed architecture is not reused."""
+    config = json.dumps(build_model(model_name).get_config(), sort_keys=True, default=str)
+    return hashlib.sha1(config.encode()).hexdigest()[:8]
+
+
 def pretrained(model_name, data, recipe, cache_dir, log=print):
-    """The dense model: loaded from `cache_dir` if trained before, else trained."""
+    """The dense model: loaded from `cache_dir` if trained before, else trained.
+
+    The cache key holds everything the dense model depends on: the network's
+    architecture (a hash of its config), the pretraining epochs, learning
+    rate, batch size and seed, the training subset and a fingerprint of the
+    training data. The model is written under its key only once complete (a
+    temporary file, then a rename), so an interrupted run never leaves a
+    half-trained model in the cache; pretraining itself backs up every epoch
+    (`cache_dir/KEY.backup`) and an interrupted pretraining resumes there.
+    """
     x, y = _training_arrays(data, recipe)
-    key = f"{model_name}-dense-cos-e{recipe.pretrain_epochs}-b{recipe.batch_size}-s{recipe.seed}"
+    key = (f"{model_name}-{_architecture_digest(model_name)}-dense-cos-e{recipe.pretrain_epochs}"
+           f"-lr{recipe.learning_rate:g}-b{recipe.batch_size}-s{recipe.seed}")
     if recipe.train_subset:
         key += f"-n{recipe.train_subset}"
     # The data are part of the key: a Fashion-MNIST run must not reuse an MNIST model.
@@ -185,10 +251,13 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
     steps = recipe.pretrain_epochs * int(np.ceil(len(x) / recipe.batch_size))
     _compile(model, recipe.learning_rate, decay_steps=steps)
     log(f"[pretrain] {model_name}: {recipe.pretrain_epochs} epochs")
-    model.fit(x, y, batch_size=recipe.batch_size, epochs=recipe.pretrain_epochs,
-              validation_data=(data.x_val, data.y_val), verbose=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model.save(path)
+    fit_resumable(model, x, y, epochs=recipe.pretrain_epochs, backup_dir=path.with_suffix(".backup"),
+                  log=log, stage="pretrain", batch_size=recipe.batch_size,
+                  validation_data=(data.x_val, data.y_val), verbose=2)
+    partial = path.with_name(path.stem + ".partial.keras")
+    model.save(partial)
+    os.replace(partial, path)
     return model, recipe.pretrain_epochs
 
 
@@ -264,7 +333,13 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
     if method == "magnitude":
         model, extra = _run_magnitude(model_name, dense, data, recipe, log)
     else:
-        model, extra = _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log)
+        checkpoints = _checkpoints(output / "checkpoints", {
+            "model": model_name, "method": method, "dataset": dataset,
+            "recipe": dataclasses.asdict(recipe),
+            "dense": data_fingerprint(*[w for w in dense.get_weights()[:2]]),
+        }, log)
+        model, extra = _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log,
+                                      checkpoints)
 
     stages = {"dense": _kernel_arrays(dense), "final": _kernel_arrays(model)}
     if "regularized_kernels" in extra:
@@ -307,6 +382,8 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
         **extra,
     }
     (output / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    if method != "magnitude":
+        shutil.rmtree(output / "checkpoints", ignore_errors=True)  # complete: nothing to resume
     log("")
     log(report)
     log(format_results(results))
@@ -329,7 +406,33 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log):
+def _checkpoints(folder, identity, log):
+    """The checkpoint folder of a run, emptied first if it belongs to another run.
+
+    `identity` (model, method, dataset, recipe, dense weights) is written
+    as ``run.json``; a folder whose ``run.json`` differs is from a different
+    run and is removed, so a changed recipe never resumes from stale
+    weights.
+    """
+    folder = pathlib.Path(folder)
+    stamp = folder / "run.json"
+    text = json.dumps(identity, sort_keys=True, default=_json_default)
+    if stamp.exists() and stamp.read_text() != text:
+        log(f"[resume] {folder} holds checkpoints of a different run; starting afresh")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(text)
+    return folder
+
+
+def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log, checkpoints=None):
+    """Regularize, choose the threshold, prune, fine-tune; each stage resumable.
+
+    With `checkpoints` (a folder), every epoch of the regularized training
+    and of the fine-tuning is backed up there, and each completed stage is
+    recorded, so an interrupted run called again continues where it stopped.
+    """
+    ckpt = (lambda name: checkpoints / name) if checkpoints is not None else (lambda name: None)
     regularizer = make_regularizer(method, recipe.strength)
     model = regularize(dense, regularizer)
     _compile(model, recipe.learning_rate)
@@ -337,23 +440,33 @@ def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log
     if isinstance(regularizer, regularizers.DeepHoyerRegularizer) and recipe.warmup_epochs:
         callbacks.append(StrengthSchedule.linear_warmup(recipe.warmup_epochs))
     log(f"[regularize] {method} strength {recipe.strength:g}: {recipe.regularize_epochs} epochs")
-    model.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.regularize_epochs,
-              validation_data=(data.x_val, data.y_val), callbacks=callbacks, verbose=2)
+    fit_resumable(model, x_train, y_train, epochs=recipe.regularize_epochs,
+                  backup_dir=ckpt("regularize.backup"), done_path=ckpt("regularized.npz"),
+                  log=log, stage="regularize", callbacks=callbacks, batch_size=recipe.batch_size,
+                  validation_data=(data.x_val, data.y_val), verbose=2)
     regularized_val = _accuracy(model, data.x_val, data.y_val)
     regularized_kernels = _kernel_arrays(model)
+    chosen_path = ckpt("std_ratio.json")
     if recipe.std_ratio is not None:
         ratio = recipe.std_ratio
+    elif chosen_path is not None and chosen_path.exists():
+        ratio = json.loads(chosen_path.read_text())["std_ratio"]
+        log(f"[select] chosen in an earlier run: std_ratio {ratio:g}")
     else:
         reference = dense_val
         ratio = select_std_ratio(model, data, recipe, reference, log)
+        if chosen_path is not None:
+            chosen_path.write_text(json.dumps({"std_ratio": ratio}))
     report = prune(model, std_ratio=ratio)
     log(f"[prune] std_ratio {ratio:g}: {report.nonzero_weights} nonzero of {report.total_weights}")
 
     # Fine-tune: a plain copy of the architecture (no penalty), zeros fixed.
     plain = _finetune_copy(model, recipe, recipe.finetune_epochs, len(x_train))
     log(f"[finetune] {recipe.finetune_epochs} epochs, zeros fixed")
-    plain.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.finetune_epochs,
-              validation_data=(data.x_val, data.y_val), verbose=2)
+    fit_resumable(plain, x_train, y_train, epochs=recipe.finetune_epochs,
+                  backup_dir=ckpt("finetune.backup"), done_path=ckpt("finetuned.npz"),
+                  log=log, stage="finetune", batch_size=recipe.batch_size,
+                  validation_data=(data.x_val, data.y_val), verbose=2)
     final = strip_zero_masks(plain)
     return final, {
         "std_ratio": ratio,

@@ -1,0 +1,98 @@
+"""The search on the paper's networks and MNIST (what ``deephoyer-tf search`` runs).
+
+`lenet` loads MNIST (or Fashion-MNIST), takes the dense model from the same
+cache as ``deephoyer-tf reproduce`` (`reproduce.pretrained`), and calls
+`study.run` with the training images and the validation split (the last
+5,000 training images) only: the test images are loaded with the rest of the
+files but never passed on, and nothing here reads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+
+from deephoyer_tf._internal import validation
+from deephoyer_tf.paper import datasets
+from deephoyer_tf.paper import reproduce
+from deephoyer_tf.search import objective
+from deephoyer_tf.search import study as study_lib
+
+
+def lenet(
+    model_name: str,
+    method: str,
+    *,
+    n_trials: int,
+    output: str | os.PathLike,
+    storage: str | None = None,
+    study_name: str | None = None,
+    max_drop: float = 0.2,
+    quick: bool = False,
+    data_dir: str | None = None,
+    dataset: str = "mnist",
+    cache_dir: str | os.PathLike | None = None,
+    per_layer: bool = False,
+    regularize_epochs: int | None = None,
+    finetune_epochs: int | None = None,
+    warmup_epochs: int | None = None,
+    strength_range: tuple[float, float] | None = None,
+    std_ratio_range: tuple[float, float] = study_lib.STD_RATIOS,
+    seed: int = 0,
+    log=print,
+    **kwargs,
+) -> study_lib.SearchResult:
+    """Searches `method` on LeNet-300-100 or LeNet-5 (see `study.run` for the search itself).
+
+    The schedule is `reproduce`'s recipe for (`model_name`, `method`)
+    (``quick``: its tiny budget, 6,000 training images), with the epochs
+    given here overriding it. In a new study the recipe's own strength (and
+    std ratio 0.1, or target sparsity 0.98 for ``magnitude``) is the first
+    trial.
+    """
+    validation.check_choice(model_name, "model", reproduce.MODELS)
+    validation.check_choice(method, "method", objective.METHODS)
+    validation.check_choice(dataset, "dataset", datasets.DATASETS)
+    recipe = reproduce.recipe_for(model_name, method, quick, seed=seed)
+    schedule = objective.Schedule(
+        regularize_epochs=regularize_epochs or recipe.regularize_epochs,
+        finetune_epochs=recipe.finetune_epochs if finetune_epochs is None else finetune_epochs,
+        warmup_epochs=recipe.warmup_epochs if warmup_epochs is None else warmup_epochs,
+        learning_rate=recipe.learning_rate, finetune_learning_rate=recipe.finetune_learning_rate,
+        batch_size=recipe.batch_size)
+    cache_dir = cache_dir or os.environ.get(
+        "DEEPHOYER_CACHE_DIR", pathlib.Path.home() / ".cache" / "deephoyer_tf")
+    data = datasets.load_dataset(dataset, data_dir)
+    train = reproduce._training_arrays(data, recipe)
+    # Only the training and validation arrays go on; the test arrays stay here.
+    splits = _TrainAndValidation(train[0], train[1], data.x_val, data.y_val)
+    dense, _ = reproduce.pretrained(model_name, splits, recipe, cache_dir, log)
+    if method == "magnitude":
+        first = {"target_sparsity": 0.98}
+    else:
+        first = {"strength": recipe.strength}
+        if per_layer:
+            first.update({f"std_ratio:{name}": 0.1 for name in objective.kernel_layer_names(dense)})
+        else:
+            first["std_ratio"] = 0.1
+    strength_range = strength_range or study_lib.STRENGTHS.get(method)
+    if method != "magnitude" and not strength_range[0] <= recipe.strength <= strength_range[1]:
+        first = None
+    return study_lib.run(
+        functools.partial(reproduce.build_model, model_name), (train[0], train[1]),
+        (data.x_val, data.y_val), method=method, n_trials=n_trials, output=output, storage=storage,
+        study_name=study_name or f"{model_name}-{method}", max_drop=max_drop, dense_model=dense,
+        schedule=schedule, strength_range=strength_range, std_ratio_range=std_ratio_range,
+        per_layer=per_layer, enqueue=[first] if first else None, seed=seed, log=log, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainAndValidation:
+    """What `reproduce.pretrained` reads (training and validation arrays): no test split."""
+
+    x_train: object
+    y_train: object
+    x_val: object
+    y_val: object
