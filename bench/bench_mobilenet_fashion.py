@@ -9,11 +9,30 @@ that file exists, so an interrupted run continues where it stopped::
     done
 
 Protocol: MobileNetV2 (``keras.applications``, ``weights=None``, width 0.35,
-32x32x1 inputs: Fashion-MNIST padded by 2 pixels). Choices (the std ratio of
-the pruning threshold, the structured pruning fraction) are made on the
-validation split (the last 5,000 training images) or by MACs; the test split is
-read once per final model, at the end of its stage. Strengths were set once,
-not tuned (no sweep fits this machine's budget).
+32x32x1 inputs: Fashion-MNIST padded by 2 pixels). Choices (the strength, the
+std ratio of the pruning threshold, the structured pruning fraction) are made
+on the validation split (the last 5,000 training images) or by MACs; the test
+split is read once per final model, at the end of its stage.
+
+Strength sweeps (``--strengths 2e-3,4e-3,8e-3`` with ``--stage ghs``, ``gl``
+or ``hs``): every strength is one sweep point, trained with the same budget as
+a single run (regularize, choose the std ratio, prune, fine-tune, shrink) and
+written to ``OUT/<stage>-<strength>.json`` (+ ``.keras``, ``.tflite``) with its
+validation accuracy and MACs but no test accuracy; a rerun skips finished
+points. Then one point is chosen and only its test accuracy is read, into
+``OUT/<stage>-sweep.json`` (all points listed there). The choice rule
+(``--choose``):
+
+* ``accuracy`` (the default for ``ghs`` and ``hs``): the strongest strength
+  whose fine-tuned model's validation accuracy is at most ``--tolerance``
+  points below the dense model's validation accuracy; if none is, the weakest
+  (and the JSON says so).
+* ``macs`` (the default for ``gl``): the strength whose MACs are nearest to
+  Group-HS's chosen MACs (``ghs-sweep.json``, else ``ghs.json``), for the
+  comparison at equal MACs. MACs, not accuracy, decide.
+
+Where ``<stage>-sweep.json`` exists, the later stages (``smp``, ``latency``,
+``table``) use its chosen point in place of ``<stage>.json``.
 
 Stages:
 * ``dense``: Adam, cosine-decayed learning rate.
@@ -26,10 +45,17 @@ Stages:
   standard convolution with the smallest L2 norms zeroed, the fraction chosen
   to match Group-HS's MACs, fine-tuned with zeros fixed, ``shrink``.
 * ``tfmot``: TFMOT ``prune_low_magnitude`` (tf_keras) to Hoyer-Square's
-  sparsity on the same layers, polynomial decay, same epoch budget.
-* ``latency``: every TFLite file timed in one process, single thread,
-  interleaved rounds, medians.
-* ``table``: the Markdown table.
+  sparsity on the same layers (Conv2D, DepthwiseConv2D and Dense kernels),
+  polynomial decay, same epoch budget. TFMOT's registry gives
+  ``DepthwiseConv2D`` no prunable weights (it wraps the layer and prunes
+  nothing), so the depthwise layers are rebuilt as a ``PrunableLayer`` whose
+  prunable weight is the depthwise kernel; the schedule ends at the last
+  pruning step of the penalty epochs, so every wrapped kernel reaches the
+  target sparsity (the JSON records the sparsity reached per layer type).
+* ``latency``: every TFLite file (sweep points too) timed in one process,
+  single thread, ``--rounds`` interleaved rounds of ``--runs`` invocations,
+  the median of the round medians.
+* ``table``: the Markdown tables (methods; sweep points).
 """
 
 import argparse
@@ -66,8 +92,30 @@ def parse(argv=None):
     p.add_argument("--hs", type=float, default=1e-4)
     p.add_argument("--gl", type=float, default=1e-4)
     p.add_argument("--tolerance", type=float, default=0.5, help="validation points a ratio may cost")
-    p.add_argument("--runs", type=int, default=300, help="timed TFLite invocations per round")
+    p.add_argument("--strengths", type=_floats, default=None,
+                   help="ghs/gl/hs: comma-separated strengths, one sweep point each (see the docstring)")
+    p.add_argument("--choose", choices=("accuracy", "macs"), default=None,
+                   help="the sweep's choice rule (default: macs for gl, accuracy otherwise)")
+    p.add_argument("--runs", type=int, default=1000, help="timed TFLite invocations per round")
+    p.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds")
     return p.parse_args(argv)
+
+
+def _floats(text):
+    values = [float(v) for v in text.split(",") if v.strip()]
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected positive comma-separated strengths, received {text!r}")
+    return sorted(set(values))
+
+
+def point_name(method, strength):
+    return f"{method}-{strength:g}"
+
+
+def resolve(out, method):
+    """The result of `method`: its sweep's chosen point when it has a sweep."""
+    sweep = out / f"{method}-sweep.json"
+    return load(out, f"{method}-sweep") if sweep.exists() else load(out, method)
 
 
 def data(args):
@@ -202,17 +250,27 @@ def _without_penalties(model):
     return plain
 
 
-def stage_regularized(args, out, method):
+def _regularizer(method, strength):
+    import deephoyer_tf
+
+    return {"ghs": deephoyer_tf.GroupHoyerSquare, "hs": deephoyer_tf.HoyerSquare,
+            "gl": deephoyer_tf.GroupLasso}[method](strength)
+
+
+def train_point(args, out, method, strength, splits, name):
+    """Regularize, choose the std ratio, prune, fine-tune; save `name`.keras/.tflite.
+
+    Returns the result (validation accuracy, no test accuracy) and the saved
+    model (shrunk for ``ghs``/``gl``).
+    """
     import keras
 
     import deephoyer_tf
 
-    x, y, xv, yv, xt, yt = data(args)
+    x, y, xv, yv, xt, _ = splits
     dense = keras.models.load_model(out / "dense.keras")
     reference = load(out, "dense")["validation_accuracy"]
-    reg = {"ghs": lambda: deephoyer_tf.GroupHoyerSquare(args.ghs),
-           "hs": lambda: deephoyer_tf.HoyerSquare(args.hs),
-           "gl": lambda: deephoyer_tf.GroupLasso(args.gl)}[method]()
+    reg = _regularizer(method, strength)
     layer_types = None if method != "hs" else KERNEL_TYPES
     model = deephoyer_tf.regularize(dense, reg, layer_types=layer_types)
     keras.utils.set_random_seed(1)
@@ -224,18 +282,68 @@ def stage_regularized(args, out, method):
     ratio = choose_ratio(plain, xv, yv, reference, args.tolerance, print)
     deephoyer_tf.prune(plain, std_ratio=ratio, layer_types=KERNEL_TYPES)
     final = finetune(plain, x, y, xv, yv, args, args.finetune_epochs)
-    result = {"strength": reg.strength, "std_ratio": ratio, **report_of(final)}
+    result = {"strength": float(strength), "std_ratio": ratio, **report_of(final),
+              "validation_accuracy": accuracy(final, xv, yv)}
     if method in ("ghs", "gl"):
         small = deephoyer_tf.shrink(final)
         np.testing.assert_allclose(small.predict(xt[:64], verbose=0), final.predict(xt[:64], verbose=0),
                                    rtol=1e-3, atol=1e-3)
-        result.update(shrunk_params=int(small.count_params()), **export(small, out / f"{method}.tflite", sparse=False))
-        small.save(out / f"{method}.keras")
+        result.update(shrunk_params=int(small.count_params()), **export(small, out / f"{name}.tflite", sparse=False))
+        final = small
     else:
-        result.update(export(final, out / f"{method}.tflite", sparse=True))
-        final.save(out / f"{method}.keras")
-    result.update(validation_accuracy=accuracy(final, xv, yv), test_accuracy=accuracy(final, xt, yt))
+        result.update(export(final, out / f"{name}.tflite", sparse=True))
+    final.save(out / f"{name}.keras")
+    return result, final
+
+
+def stage_regularized(args, out, method):
+    splits = data(args)
+    result, final = train_point(args, out, method, getattr(args, method), splits, method)
+    result["test_accuracy"] = accuracy(final, splits[4], splits[5])
     return result
+
+
+def choose_point(points, rule, reference, tolerance, target_macs):
+    """The chosen sweep point (see the module docstring) and why."""
+    if rule == "macs":
+        chosen = min(points, key=lambda r: (abs(r["macs"] - target_macs), -r["strength"]))
+        return chosen, f"MACs nearest Group-HS's {target_macs:,}"
+    within = [r for r in points if r["validation_accuracy"] >= reference - tolerance / 100]
+    if within:
+        return (max(within, key=lambda r: r["strength"]),
+                f"strongest with validation accuracy >= dense {reference:.4f} - {tolerance} points")
+    return (min(points, key=lambda r: r["strength"]),
+            f"none within {tolerance} points of dense validation {reference:.4f}: the weakest")
+
+
+def stage_sweep(args, out, method):
+    import keras
+
+    splits = data(args)
+    points = []
+    for strength in args.strengths:
+        name = point_name(method, strength)
+        if (out / f"{name}.json").exists():
+            print(f"{name}: done before; reused", flush=True)
+        else:
+            started = time.time()
+            keras.backend.clear_session()
+            result, _ = train_point(args, out, method, strength, splits, name)
+            save(out, name, result, started)
+        points.append(load(out, name) | {"name": name})
+    rule = args.choose or ("macs" if method == "gl" else "accuracy")
+    target = resolve(out, "ghs")["macs"] if rule == "macs" else None
+    reference = load(out, "dense")["validation_accuracy"]
+    chosen, why = choose_point(points, rule, reference, args.tolerance, target)
+    print(f"[sweep] chosen {chosen['name']}: {why}", flush=True)
+    final = keras.models.load_model(out / f"{chosen['name']}.keras")
+    test = accuracy(final, splits[4], splits[5])  # the one test read of this sweep
+    keys = ("name", "strength", "std_ratio", "validation_accuracy", "macs", "nonzero_weights",
+            "shrunk_params", "tflite_bytes", "wall_seconds")
+    return {**{k: v for k, v in chosen.items() if k not in ("stage", "command", "date", "machine")},
+            "chosen": chosen["name"], "rule": rule, "why": why, "test_accuracy": test,
+            "wall_seconds": round(sum(r["wall_seconds"] for r in points), 1),
+            "points": [{k: r[k] for k in keys if k in r} for r in points]}
 
 
 def _filter_prune(model, fraction):
@@ -257,7 +365,7 @@ def stage_smp(args, out):
     import deephoyer_tf
 
     x, y, xv, yv, xt, yt = data(args)
-    target = load(out, "ghs")["macs"]
+    target = resolve(out, "ghs")["macs"]
     dense = keras.models.load_model(out / "dense.keras")
     saved = dense.get_weights()
     low, high = 0.0, 0.95
@@ -274,9 +382,36 @@ def stage_smp(args, out):
     final = finetune(dense, x, y, xv, yv, args, args.regularize_epochs + args.finetune_epochs)
     small = deephoyer_tf.shrink(final)
     small.save(out / "smp.keras")
-    return {"fraction": high, **report_of(final), "shrunk_params": int(small.count_params()),
+    return {"fraction": high, "target_macs": target, **report_of(final), "shrunk_params": int(small.count_params()),
             **export(small, out / "smp.tflite", sparse=False),
             "validation_accuracy": accuracy(final, xv, yv), "test_accuracy": accuracy(final, xt, yt)}
+
+
+def _prunable_depthwise(tf_keras, tfmot):
+    """tf_keras ``DepthwiseConv2D`` whose depthwise kernel TFMOT prunes.
+
+    TFMOT's registry maps ``DepthwiseConv2D`` to no prunable weights, so
+    ``prune_low_magnitude`` wraps it and leaves its kernel dense;
+    ``PrunableLayer`` is TFMOT's documented way to name what to prune.
+    """
+
+    class PrunableDepthwiseConv2D(tf_keras.layers.DepthwiseConv2D, tfmot.sparsity.keras.PrunableLayer):
+        def get_prunable_weights(self):
+            return [self.depthwise_kernel]
+
+    return PrunableDepthwiseConv2D
+
+
+def _sparsity_by_type(model):
+    zeros, sizes = {}, {}
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in KERNEL_TYPES:
+            continue
+        kernel = np.asarray(layer.get_weights()[0])
+        zeros[kind] = zeros.get(kind, 0) + int(np.sum(kernel == 0))
+        sizes[kind] = sizes.get(kind, 0) + kernel.size
+    return {kind: round(zeros[kind] / sizes[kind], 4) for kind in sizes}
 
 
 def stage_tfmot(args, out):
@@ -284,44 +419,68 @@ def stage_tfmot(args, out):
     import tensorflow_model_optimization as tfmot
     import tf_keras
 
-
     x, y, xv, yv, xt, yt = data(args)
-    hs = load(out, "hs")
+    hs = resolve(out, "hs")
     target = 1.0 - hs["nonzero_weights"] / hs["total_weights"]
     dense3 = keras.models.load_model(out / "dense.keras")
     model = build(tf_keras, args)
     model.set_weights(dense3.get_weights())
     epochs = args.regularize_epochs + args.finetune_epochs
     per_epoch = steps(args, len(x), 1)
-    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, float(target), 0, per_epoch * args.regularize_epochs,
-                                                    frequency=max(per_epoch // 4, 1))
+    frequency = max(per_epoch // 4, 1)
+    # The last mask update TFMOT makes is at the last multiple of `frequency`
+    # up to end_step; ending the schedule there puts it at the target sparsity.
+    end_step = (per_epoch * args.regularize_epochs // frequency) * frequency
+    schedule = tfmot.sparsity.keras.PolynomialDecay(0.0, float(target), 0, end_step, frequency=frequency)
+    depthwise = _prunable_depthwise(tf_keras, tfmot)
 
     def wrap(layer):
-        if type(layer).__name__ in KERNEL_TYPES:
+        kind = type(layer).__name__
+        if kind == "DepthwiseConv2D":
+            layer = depthwise.from_config(layer.get_config())
+        if kind in KERNEL_TYPES:
             return tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
     pruned = tf_keras.models.clone_model(model, clone_function=wrap)
+    for layer in pruned.layers:  # the rebuilt depthwise layers start from the dense weights too
+        inner = getattr(layer, "layer", layer)
+        inner.set_weights(model.get_layer(inner.name).get_weights())
     compile_(pruned, tf_keras, 1e-3, steps(args, len(x), epochs))
     pruned.fit(x, y, batch_size=args.batch_size, epochs=epochs, verbose=2, validation_data=(xv, yv),
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    final = tfmot.sparsity.keras.strip_pruning(pruned)
-    return {"target_sparsity": target, **report_of(final), **export(final, out / "tfmot.tflite", sparse=True),
+    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    final = build(tf_keras, args)  # plain layer classes again, for export and the report
+    final.set_weights(stripped.get_weights())
+    return {"target_sparsity": target, "end_step": end_step, "frequency": frequency,
+            "steps_run": per_epoch * epochs, "sparsity_by_type": _sparsity_by_type(final),
+            **report_of(final), **export(final, out / "tfmot.tflite", sparse=True),
             "validation_accuracy": accuracy(final, xv, yv), "test_accuracy": accuracy(final, xt, yt)}
+
+
+METHODS = ("dense", "ghs", "gl", "smp", "hs", "tfmot")
 
 
 def stage_latency(args, out):
     import deephoyer_tf
 
-    names = [s for s in ("dense", "ghs", "hs", "gl", "smp", "tfmot") if (out / f"{s}.json").exists()]
-    times = {name: [] for name in names}
-    for _ in range(3):  # interleaved rounds: the machine's load hits every file alike
-        for name in names:
-            info = load(out, name)
-            t = deephoyer_tf.tflite_latency(info["tflite"], runs=args.runs, warmup=30, num_threads=1,
+    names = [m for m in METHODS if (out / f"{m}.json").exists() or (out / f"{m}-sweep.json").exists()]
+    infos = {m: resolve(out, m) for m in names}
+    for m in ("ghs", "gl", "hs"):  # every sweep point too, for the sweep tables
+        if (out / f"{m}-sweep.json").exists():
+            for point in infos[m]["points"]:
+                infos[point["name"]] = load(out, point["name"])
+    times = {name: [] for name in infos}
+    for _ in range(args.rounds):  # interleaved rounds: the machine's load hits every file alike
+        for name, info in infos.items():
+            t = deephoyer_tf.tflite_latency(info["tflite"], runs=args.runs, warmup=100, num_threads=1,
                                             op_resolver=info["op_resolver"])
             times[name].append(t.median_s)
-    return {name: float(np.median(v)) for name, v in times.items()}
+    result = {name: float(np.median(v)) for name, v in times.items()}
+    result["dense_over"] = {name: float(np.median(np.array(times["dense"]) / np.array(v)))
+                            for name, v in times.items()}
+    result["rounds"], result["runs"] = args.rounds, args.runs
+    return result
 
 
 LABELS = {"dense": "dense", "ghs": "Group-HS + shrink", "hs": "Hoyer-Square (sparse file)",
@@ -334,16 +493,32 @@ def stage_table(args, out):
     dense = load(out, "dense")
     lines = ["| method | test acc | nonzero weights | MACs | MAC ratio | params | TFLite bytes | latency (ms) | latency ratio | wall (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for name in ("dense", "ghs", "gl", "smp", "hs", "tfmot"):
-        if not (out / f"{name}.json").exists():
+    for name in METHODS:
+        if not ((out / f"{name}.json").exists() or (out / f"{name}-sweep.json").exists()):
             continue
-        r = load(out, name)
+        r = resolve(out, name)
         params = r.get("shrunk_params", r["params"])
+        label = LABELS[name] + (f" ({r['strength']:.0e})" if "chosen" in r else "")
         lines.append(
-            f"| {LABELS[name]} | {100 * r['test_accuracy']:.2f}% | {r['nonzero_weights']:,} | {r['macs']:,} | "
+            f"| {label} | {100 * r['test_accuracy']:.2f}% | {r['nonzero_weights']:,} | {r['macs']:,} | "
             f"{dense['macs'] / max(r['macs'], 1):.2f}x | {params:,} | {r['tflite_bytes']:,} | "
             f"{1e3 * lat[name]:.3f} | {lat['dense'] / lat[name]:.2f}x | {r['wall_seconds']:.0f} |")
+    sweeps = ["| method | strength | std ratio | validation acc | MACs | MAC ratio | params | latency ratio | chosen | wall (s) |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ("ghs", "gl", "hs"):
+        if not (out / f"{name}-sweep.json").exists():
+            continue
+        sweep = load(out, f"{name}-sweep")
+        for point in sweep["points"]:
+            ratio = f"{lat['dense'] / lat[point['name']]:.2f}x" if point["name"] in lat else "-"
+            sweeps.append(
+                f"| {LABELS[name]} | {point['strength']:.0e} | {point['std_ratio']} | "
+                f"{100 * point['validation_accuracy']:.2f}% | {point['macs']:,} | "
+                f"{dense['macs'] / max(point['macs'], 1):.2f}x | {point.get('shrunk_params', '-'):,} | {ratio} | "
+                f"{'yes' if point['name'] == sweep['chosen'] else ''} | {point['wall_seconds']:.0f} |")
     text = "\n".join(lines)
+    if len(sweeps) > 2:
+        text += "\n\n" + "\n".join(sweeps)
     print(text)
     return {"markdown": text}
 
@@ -352,14 +527,28 @@ def main(argv=None):
     args = parse(argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.stage != "table" and (out / f"{args.stage}.json").exists():
-        print(f"{args.stage}: done before ({out / (args.stage + '.json')}); skipped")
+    if args.strengths and args.stage not in ("ghs", "gl", "hs"):
+        raise SystemExit(f"--strengths is for the ghs, gl and hs stages, not {args.stage!r}")
+    name = f"{args.stage}-sweep" if args.strengths else args.stage
+    if args.stage != "table" and (out / f"{name}.json").exists():
+        print(f"{name}: done before ({out / (name + '.json')}); skipped")
         return 0
     started = time.time()
     runner = {"dense": stage_dense, "smp": stage_smp, "tfmot": stage_tfmot,
               "latency": stage_latency, "table": stage_table}.get(args.stage)
-    result = runner(args, out) if runner else stage_regularized(args, out, args.stage)
-    save(out, args.stage, result, started)
+    if runner:
+        result = runner(args, out)
+    elif args.strengths:
+        result = stage_sweep(args, out, args.stage)
+    else:
+        result = stage_regularized(args, out, args.stage)
+    if args.strengths:  # the sweep's wall time is its points' (a resumed sweep reuses finished ones)
+        wall = result.pop("wall_seconds")
+        save(out, name, result, started)
+        result["wall_seconds"] = wall
+        (out / f"{name}.json").write_text(json.dumps(result, indent=2))
+    else:
+        save(out, name, result, started)
     return 0
 
 
