@@ -323,3 +323,33 @@ def tf_keras_op_lambda_class(tf_keras):
 def tf_op_lambda_symbol(layer):
     """The TF function name a `TFOpLambda` layer wraps (``layer.symbol``)."""
     return getattr(layer, "symbol", None)
+
+
+# --- non-weight state of a layer (JAX) ----------------------------------------
+
+
+class _StateHolder:
+    """One variable in a Keras 3 layer's list of seed generators (only `.state` is read)."""
+
+    def __init__(self, variable):
+        self.state = variable
+
+    def __repr__(self):
+        return f"_StateHolder({getattr(self.state, 'path', self.state)!r})"
+
+
+def track_non_weight_state(layer, variable):
+    """Adds `variable` to the state of a Keras 3 `layer` that is not a weight.
+
+    Keras 3 layers keep the state variables of their `SeedGenerator`s in
+    ``_seed_generators``; ``layer.variables`` (and so the state the JAX
+    trainer passes into its compiled step) lists each one's ``.state``, while
+    ``layer.weights``, `get_weights` and saving leave them out. The variable
+    goes in as such a state, once.
+    """
+    generators = getattr(layer, "_seed_generators", None)
+    if not isinstance(generators, list):
+        raise _missing("`_seed_generators`", layer)
+    if any(getattr(g, "state", None) is variable for g in generators):
+        return
+    generators.append(_StateHolder(variable))

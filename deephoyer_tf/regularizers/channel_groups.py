@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import warnings
 
-import tensorflow as tf
+from keras import ops
 
+from deephoyer_tf._internal import backend
 from deephoyer_tf.regularizers import measures
 from deephoyer_tf.regularizers.regularizers import DeepHoyerRegularizer
 from deephoyer_tf.regularizers.regularizers import GroupHoyerSquare
@@ -39,11 +40,10 @@ _KINDS = {"group_hs": GroupHoyerSquare, "group_lasso": GroupLasso}
 
 def _channel_matrix(kernel, axis, channels):
     """``(channels, -1)``: the slices of `kernel` along `axis`, grouped ``m`` per channel."""
-    kernel = tf.convert_to_tensor(kernel)
-    rank = kernel.shape.rank
+    rank = len(kernel.shape)
     axis = axis % rank
     order = [axis] + [a for a in range(rank) if a != axis]
-    return tf.reshape(tf.transpose(kernel, order), (channels, -1))
+    return ops.reshape(ops.transpose(kernel, order), (channels, -1))
 
 
 @_register("channel_groups")
@@ -91,8 +91,8 @@ class ChannelGroups(DeepHoyerRegularizer):
         return self._linked is not None
 
     def measure(self, x):
-        x = tf.cast(tf.convert_to_tensor(x), tf.float32)
-        if x.shape.rank is None or x.shape.rank < 3:
+        x = ops.cast(backend.to_tensor(x), "float32")
+        if len(x.shape) < 3:
             raise ValueError(
                 f"ChannelGroups needs a depthwise kernel (k..., channels, multiplier); "
                 f"received a tensor of shape {tuple(x.shape)}."
@@ -111,9 +111,9 @@ class ChannelGroups(DeepHoyerRegularizer):
                 )
         else:
             for variable, axis in self._linked:
-                value = tf.cast(tf.convert_to_tensor(variable), tf.float32)
+                value = ops.cast(backend.to_tensor(variable), "float32")
                 parts.append(_channel_matrix(value, axis, channels))
-        matrix = tf.concat(parts, axis=1)
+        matrix = ops.concatenate(parts, axis=1)
         if self.kind == "group_lasso":
             return measures.group_lasso(matrix, (0,))
         return measures.group_hoyer_square(matrix, (0,))

@@ -1,11 +1,13 @@
-"""The sparsity measures of DeepHoyer as pure TensorFlow functions.
+"""The sparsity measures of DeepHoyer as backend-neutral `keras.ops` functions.
 
-Framework-neutral core shared by the Keras 3 and tf_keras faces: every function
-takes a tensor and returns float32. Computations run in float32 whatever the
-input dtype (a float16 sum of squares overflows past 65,504).
+The core shared by every Keras backend (TensorFlow, JAX, PyTorch) and by the
+tf_keras face (on TensorFlow, `keras.ops` computes with, and returns, TF
+tensors): every function takes a tensor and returns float32. Computations run
+in float32 whatever the input dtype (a float16 sum of squares overflows past
+65,504).
 
 Cost. The penalties run in every training step, so Hoyer, Hoyer-Square and
-Group-HS carry their closed-form gradients (`tf.custom_gradient`): eq. 4 of
+Group-HS carry their closed-form gradients (`keras.ops.custom_gradient`): eq. 4 of
 the paper for Hoyer-Square, eq. 10 (appendix) for Group-HS. A gradient is then
 two scalars times ``sign(w)`` and ``w`` (or ``w`` over its group norm) instead
 of autodiff through every intermediate, and both Group-HS terms (outputs and
@@ -18,77 +20,90 @@ and gradient unchanged (``grad f(w) = grad f(u) / max|w|`` for a function
 homogeneous of degree 0). An all-zero tensor gives 0 with a zero gradient.
 """
 
-import tensorflow as tf
+
+import keras
+from keras import ops
+
+from deephoyer_tf._internal import backend
 
 # Below this, a sum of squares has lost precision to underflow: rescale.
 _TINY = 1e-30
 
 
 def _as_float32(x):
-    x = tf.convert_to_tensor(x)
-    if x.dtype != tf.float32:
-        x = tf.cast(x, tf.float32)
+    x = backend.to_tensor(x)
+    if keras.backend.standardize_dtype(x.dtype) != "float32":
+        x = ops.cast(x, "float32")
     return x
+
+
+def _rank(x):
+    return len(x.shape)
+
+
+def _grad_upstream(args, upstream):
+    """The upstream gradient, passed positionally (TF, JAX) or by keyword (PyTorch)."""
+    return args[-1] if upstream is None else upstream
 
 
 def _scaled(w):
     """``(u, s, sum u^2)`` with ``u = w / s``; ``s = 1`` unless ``sum w^2`` is unsafe."""
-    l2 = tf.reduce_sum(tf.square(w))
+    l2 = ops.sum(ops.square(w))
 
     def keep():
-        return w, tf.constant(1.0), l2
+        return w, ops.ones((), "float32"), l2
 
     def rescale():
-        peak = tf.reduce_max(tf.abs(w))
-        s = tf.where(peak > 0.0, peak, 1.0)
+        peak = ops.max(ops.abs(w))
+        s = ops.where(peak > 0.0, peak, 1.0)
         u = w / s
-        return u, s, tf.reduce_sum(tf.square(u))
+        return u, s, ops.sum(ops.square(u))
 
-    return tf.cond(tf.math.is_finite(l2) & (l2 > _TINY), keep, rescale)
+    return ops.cond(ops.logical_and(ops.isfinite(l2), l2 > _TINY), keep, rescale)
 
 
 def _reduce_axes(rank, keep_axes):
     keep = {axis % rank for axis in keep_axes}
-    return [axis for axis in range(rank) if axis not in keep]
+    return tuple(axis for axis in range(rank) if axis not in keep)
 
 
 def _safe_norms(w, keep_axes, keepdims=False, squares=None):
     """L2 norm of each group (groups index the `keep_axes` of `w`); 0, not NaN, at 0.
 
-    `squares`, if given, is ``tf.square(w)`` already computed.
+    `squares`, if given, is ``ops.square(w)`` already computed.
     """
-    squares = tf.square(w) if squares is None else squares
-    squares = tf.reduce_sum(
-        squares, axis=_reduce_axes(w.shape.rank, keep_axes), keepdims=keepdims
-    )
+    squares = ops.square(w) if squares is None else squares
+    squares = ops.sum(squares, axis=_reduce_axes(_rank(w), keep_axes), keepdims=keepdims)
     positive = squares > 0.0
-    return tf.where(positive, tf.sqrt(tf.where(positive, squares, 1.0)), 0.0)
+    return ops.where(positive, ops.sqrt(ops.where(positive, squares, 1.0)), 0.0)
 
 
-@tf.custom_gradient
+@ops.custom_gradient
 def _hoyer_square(w):
     u, s, l2 = _scaled(w)
-    l1 = tf.reduce_sum(tf.abs(u))
-    l2 = tf.where(l2 > 0.0, l2, 1.0)  # l2 = 0 only for W = 0, where l1 = 0 too
+    l1 = ops.sum(ops.abs(u))
+    l2 = ops.where(l2 > 0.0, l2, 1.0)  # l2 = 0 only for W = 0, where l1 = 0 too
     ratio = l1 / l2
 
-    def grad(upstream):
+    def grad(*args, upstream=None):
+        upstream = _grad_upstream(args, upstream)
         # eq. 4: dH_S/dw_j = 2 sign(w_j) l1 / l2 - 2 (l1 / l2)^2 w_j   (in u, then / s)
-        return upstream * ((2.0 * ratio / s) * tf.sign(u) - (2.0 * tf.square(ratio) / s) * u)
+        return upstream * ((2.0 * ratio / s) * ops.sign(u) - (2.0 * ops.square(ratio) / s) * u)
 
     return l1 * ratio, grad
 
 
-@tf.custom_gradient
+@ops.custom_gradient
 def _hoyer(w):
     u, s, l2 = _scaled(w)
-    l1 = tf.reduce_sum(tf.abs(u))
-    l2 = tf.where(l2 > 0.0, l2, 1.0)
-    root = tf.sqrt(l2)
+    l1 = ops.sum(ops.abs(u))
+    l2 = ops.where(l2 > 0.0, l2, 1.0)
+    root = ops.sqrt(l2)
 
-    def grad(upstream):
+    def grad(*args, upstream=None):
+        upstream = _grad_upstream(args, upstream)
         # dR/dw_j = sign(w_j) / sqrt(l2) - l1 w_j / l2^(3/2)
-        return upstream * ((1.0 / (root * s)) * tf.sign(u) - (l1 / (l2 * root * s)) * u)
+        return upstream * ((1.0 / (root * s)) * ops.sign(u) - (l1 / (l2 * root * s)) * u)
 
     return l1 / root, grad
 
@@ -114,21 +129,22 @@ def group_hoyer_square_terms(w, keep_axes_list):
     """
     keep_axes_list = [tuple(k) for k in keep_axes_list]
 
-    @tf.custom_gradient
+    @ops.custom_gradient
     def terms(x):
         u, s, l2 = _scaled(x)
-        l2 = tf.where(l2 > 0.0, l2, 1.0)
-        squares = tf.square(u)
+        l2 = ops.where(l2 > 0.0, l2, 1.0)
+        squares = ops.square(u)
         norms = [_safe_norms(u, keep, True, squares) for keep in keep_axes_list]
-        sums = [tf.reduce_sum(n) for n in norms]
-        values = tf.stack([tf.square(a) / l2 for a in sums])
+        sums = [ops.sum(n) for n in norms]
+        values = ops.stack([ops.square(a) / l2 for a in sums])
 
-        def grad(upstream):
+        def grad(*args, upstream=None):
+            upstream = _grad_upstream(args, upstream)
             factor = 0.0
             for k, (n, a) in enumerate(zip(norms, sums)):
-                inverse = tf.where(n > 0.0, 1.0 / tf.where(n > 0.0, n, 1.0), 0.0)
+                inverse = ops.where(n > 0.0, 1.0 / ops.where(n > 0.0, n, 1.0), 0.0)
                 factor += (upstream[k] * 2.0 * a / l2) * inverse
-                factor -= upstream[k] * 2.0 * tf.square(a / l2)
+                factor -= upstream[k] * 2.0 * ops.square(a / l2)
             return u * (factor / s)
 
         return values, grad
@@ -148,9 +164,9 @@ def group_lasso(w, keep_axes):
     of overflow in the squares.
     """
     w = _as_float32(w)
-    peak = tf.stop_gradient(tf.reduce_max(tf.abs(w)))
-    scale = tf.where(peak > 0.0, peak, 1.0)
-    return scale * tf.reduce_sum(_safe_norms(w / scale, keep_axes))
+    peak = ops.stop_gradient(ops.max(ops.abs(w)))
+    scale = ops.where(peak > 0.0, peak, 1.0)
+    return scale * ops.sum(_safe_norms(w / scale, keep_axes))
 
 
 def hoyer_measure(w):
@@ -160,8 +176,8 @@ def hoyer_measure(w):
     all-zero tensor gives 1 (by convention, fully sparse); a one-element tensor 0.
     """
     w = _as_float32(w)
-    n = tf.cast(tf.size(w), tf.float32)
-    root = tf.sqrt(n)
-    nonzero = tf.reduce_any(tf.not_equal(w, 0.0))
-    ratio = tf.where(nonzero, hoyer(w), 1.0)
-    return tf.where(n > 1.0, (root - ratio) / tf.maximum(root - 1.0, 1e-12), 0.0)
+    n = ops.cast(ops.size(w), "float32")
+    root = ops.sqrt(n)
+    nonzero = ops.any(ops.not_equal(w, 0.0))
+    ratio = ops.where(nonzero, hoyer(w), 1.0)
+    return ops.where(n > 1.0, (root - ratio) / ops.maximum(root - 1.0, 1e-12), 0.0)

@@ -7,9 +7,14 @@ Attach them the way Keras users attach `keras.regularizers.L1`::
 The same instance works on Keras 3 layers and on tf_keras layers, and models
 using it save and load in both flavours without `custom_objects`.
 
-Each regularizer returns ``strength * measure(W)`` as a float32 scalar. The
-strength is held in a `tf.Variable`, so it can be changed during training
-without recompiling: ``regularizer.strength = 0.0`` switches it off.
+Each regularizer returns ``strength * measure(W)`` as a float32 scalar,
+computed with `keras.ops` on every Keras backend (TensorFlow, JAX, PyTorch).
+The strength is held in a variable (a `tf.Variable` on TensorFlow, a
+`keras.Variable` on the other backends), so it can be changed during training
+without recompiling: ``regularizer.strength = 0.0`` switches it off. (On JAX
+the compiled step sees the new value once the variable is part of the model's
+state: `deephoyer_tf.strength_variables(model)`, `StrengthSchedule` and
+`ThresholdPruning` see to it.)
 
 Reference: Yang, Wen, Li. "DeepHoyer: Learning Sparser Neural Network with
 Differentiable Scale-Invariant Sparsity Measures." ICLR 2020.
@@ -20,8 +25,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
+from keras import ops
 
+from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import tf_keras_faces
 from deephoyer_tf._internal import validation
 from deephoyer_tf.regularizers import measures as _measures
@@ -33,6 +39,8 @@ if TYPE_CHECKING:
 
     # A kernel: a tensor, a variable (either Keras flavour) or an array.
     TensorLike = Any
+    Tensor = Any  # a float32 tensor of the backend (tf.Tensor, jax.Array, torch.Tensor)
+    Variable = Any  # tf.Variable on TensorFlow, keras.Variable on the other backends
     _G = TypeVar("_G", bound="_GroupRegularizer")
 
 _PACKAGE = "deephoyer_tf"
@@ -83,17 +91,38 @@ def _register_with_tf_keras(tf_keras):
         custom_objects.setdefault(cls.__name__, cls)
 
 
+def _rank(x):
+    try:
+        return len(x.shape)
+    except ValueError:  # a TensorFlow tensor of unknown rank
+        return None
+
+
+def _scale(strength, value):
+    """``strength * value``, the strength variable read as a float32 tensor."""
+    return ops.multiply(ops.convert_to_tensor(strength), value)
+
+
 def _check_strength(value, name):
     return validation.check_float(value, name)
 
 
 def _new_strength_variable(value, name):
-    with tf.init_scope():
-        return tf.Variable(value, trainable=False, dtype=tf.float32, name=name)
+    """A float32 scalar variable: `tf.Variable` on TensorFlow, else `keras.Variable`."""
+    if backend.is_tensorflow():
+        import tensorflow as tf
+
+        with tf.init_scope():
+            return tf.Variable(value, trainable=False, dtype=tf.float32, name=name)
+    return keras.Variable(value, dtype="float32", trainable=False, name=name)
+
+
+def _read_float(variable):
+    return float(variable.numpy())
 
 
 class _StrengthVariable:
-    """A descriptor exposing a `tf.Variable` as a float attribute."""
+    """A descriptor exposing a strength variable as a float attribute."""
 
     def __init__(self, slot):
         self.slot = slot
@@ -104,7 +133,7 @@ class _StrengthVariable:
     def __get__(self, instance, owner=None):
         if instance is None:
             return self
-        return float(getattr(instance, self.slot).numpy())
+        return _read_float(getattr(instance, self.slot))
 
     def __set__(self, instance, value):
         getattr(instance, self.slot).assign(_check_strength(value, self.name))
@@ -130,15 +159,15 @@ class DeepHoyerRegularizer(keras.regularizers.Regularizer):
         strength = _check_strength(strength, "strength")
         self._strength = _new_strength_variable(strength, "strength")
 
-    def measure(self, x: TensorLike) -> tf.Tensor:
+    def measure(self, x: TensorLike) -> Tensor:
         """The unscaled sparsity measure of `x`, a float32 scalar."""
         raise NotImplementedError
 
-    def __call__(self, x: TensorLike) -> tf.Tensor:
-        return self._strength * self.measure(x)
+    def __call__(self, x: TensorLike) -> Tensor:
+        return _scale(self._strength, self.measure(x))
 
-    def strength_variables(self) -> list[tf.Variable]:
-        """The `tf.Variable`s holding the strengths of this regularizer."""
+    def strength_variables(self) -> list[Variable]:
+        """The variables holding the strengths of this regularizer."""
         return [self._strength]
 
     def get_config(self) -> dict[str, Any]:
@@ -165,7 +194,7 @@ class Hoyer(DeepHoyerRegularizer):
     def __init__(self, strength: float = 1e-4) -> None:
         super().__init__(strength)
 
-    def measure(self, x: TensorLike) -> tf.Tensor:
+    def measure(self, x: TensorLike) -> Tensor:
         return _measures.hoyer(x)
 
 
@@ -187,7 +216,7 @@ class HoyerSquare(DeepHoyerRegularizer):
     def __init__(self, strength: float = 1e-4) -> None:
         super().__init__(strength)
 
-    def measure(self, x: TensorLike) -> tf.Tensor:
+    def measure(self, x: TensorLike) -> Tensor:
         return _measures.hoyer_square(x)
 
 
@@ -222,7 +251,7 @@ class _GroupRegularizer(DeepHoyerRegularizer):
     @property
     def input_strength(self) -> float:
         """Strength of the inputs term (equal to `strength` when tied)."""
-        return float(self._input_strength.numpy())
+        return _read_float(self._input_strength)
 
     @input_strength.setter
     def input_strength(self, value: float) -> None:
@@ -240,8 +269,8 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         raise NotImplementedError
 
     def _terms(self, x):
-        x = tf.convert_to_tensor(x)
-        rank = x.shape.rank
+        x = backend.to_tensor(x)
+        rank = _rank(x)
         needed = 3 if self.layout == "depthwise" else 2
         if rank is None or rank < needed:
             raise ValueError(
@@ -254,21 +283,26 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         values = self._group_measures(x, [registry.keep_axes(self.layout, k) for k in kinds])
         return dict(zip(kinds, values))
 
-    def measure(self, x: TensorLike) -> tf.Tensor:
+    def measure(self, x: TensorLike) -> Tensor:
         """Sum of the group measures over the selected group kinds (unscaled)."""
-        return tf.add_n(list(self._terms(x).values()))
-
-    def __call__(self, x: TensorLike) -> tf.Tensor:
-        terms = self._terms(x)
-        total = 0.0
-        if "outputs" in terms:
-            total += self._strength * terms["outputs"]
-        if "inputs" in terms:
-            strength = self._strength if self.groups != "both" else self._input_strength
-            total += strength * terms["inputs"]
+        values = list(self._terms(x).values())
+        total = values[0]
+        for value in values[1:]:
+            total = total + value
         return total
 
-    def strength_variables(self) -> list[tf.Variable]:
+    def __call__(self, x: TensorLike) -> Tensor:
+        terms = self._terms(x)
+        total = None
+        if "outputs" in terms:
+            total = _scale(self._strength, terms["outputs"])
+        if "inputs" in terms:
+            strength = self._strength if self.groups != "both" else self._input_strength
+            term = _scale(strength, terms["inputs"])
+            total = term if total is None else total + term
+        return total
+
+    def strength_variables(self) -> list[Variable]:
         if self._tied:
             return [self._strength]
         return [self._strength, self._input_strength]
@@ -336,7 +370,8 @@ class GroupHoyerSquare(_GroupRegularizer):
 
     def _group_measures(self, x, keep_axes_list):
         # Both groupings in one pass, with the closed-form gradient (eq. 10).
-        return tf.unstack(_measures.group_hoyer_square_terms(x, keep_axes_list))
+        terms = _measures.group_hoyer_square_terms(x, keep_axes_list)
+        return [terms[k] for k in range(len(keep_axes_list))]
 
 
 @_register("group_lasso")

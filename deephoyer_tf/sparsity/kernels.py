@@ -9,10 +9,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
-import tensorflow as tf
-
+from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import private_api
 from deephoyer_tf.structure import registry
@@ -88,7 +88,16 @@ def retrace(model):
 
 
 def strategy_scope(model):
-    """The scope of the distribution strategy `model` was created under."""
+    """The scope of the distribution strategy `model` was created under.
+
+    A `tf.distribute` strategy on TensorFlow (tf_keras included); nothing on
+    JAX and PyTorch, whose variables take their layout from the
+    `keras.distribution` in force where they are created.
+    """
+    if not backend.is_tensorflow() and not flavours.is_tf_keras(model):
+        return contextlib.nullcontext()
+    import tensorflow as tf
+
     strategy = getattr(model, "distribute_strategy", None)
     if strategy is None:
         strategy = tf.distribute.get_strategy()

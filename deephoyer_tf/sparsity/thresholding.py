@@ -136,6 +136,7 @@ def prune(
                 f"names: {unknown}"
             )
     pruned_layers = set()
+    refreshed = False
     for ref in refs:
         if isinstance(value, dict):
             names = sorted(ref.names() & set(value))
@@ -151,12 +152,13 @@ def prune(
         else:
             layer_value = value
         _prune_variable(ref.variable, rule, layer_value)
-        zero_mask.refresh_masks(ref)
+        refreshed = zero_mask.refresh_masks(ref) or refreshed
         if biases and id(ref.layer) not in pruned_layers:
             bias = getattr(ref.layer, "bias", None)
             if bias is not None:
                 _prune_variable(bias, rule, layer_value)
         pruned_layers.add(id(ref.layer))
+    zero_mask.retrace_after_refresh(model, refreshed)
     return sparsity_report(model)
 
 

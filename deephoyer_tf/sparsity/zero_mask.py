@@ -5,12 +5,18 @@ Mechanism. Every Keras optimizer (Keras 3 and tf_keras) applies
 inside the compiled train step. A `ZeroMask` constraint is
 ``w -> where(mask, c(w), 0)`` (``c``: the kernel's own constraint, if any),
 with ``mask`` the 0/1 pattern of the nonzero weights held in a non-trainable
-`tf.Variable`. So, whatever the optimizer (momentum, Adam, decoupled weight
+variable (`tf.Variable` on TensorFlow, `keras.Variable` on JAX and PyTorch;
+the select is `keras.ops.where`, so it runs on every backend). So, whatever the optimizer (momentum, Adam, decoupled weight
 decay), a zero weight is exactly zero after every optimizer step: in any
 checkpoint, any callback, any `BackupAndRestore` backup. The mask is not a
 layer weight: the model's weights, configs and checkpoints are unchanged, and
 since the mask is the zero pattern of the weights, it can always be
 recomputed from them.
+
+On JAX the optimizer applies constraints in its own stateless step, where a
+mask is read as the constant it was when the train step was traced; every
+function here that changes a mask (`hold_zeros`, `release_zeros`,
+`refresh_masks` through `retrace_after_refresh`) makes `fit` retrace.
 
 `hold_zeros` attaches (or refreshes) the masks, `release_zeros` removes them;
 `deephoyer_tf.fix_zeros` and `ThresholdPruning` are built on them.
@@ -20,9 +26,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import private_api
 from deephoyer_tf.sparsity import kernels as kernels_lib
 from deephoyer_tf.structure import registry
@@ -42,31 +50,43 @@ class ZeroMask:
     lives on the variable only, for the optimizer.
 
     Attributes:
-        mask: a non-trainable `tf.Variable` of the kernel's shape, 1 where the
-            weight is free, 0 where it is held at zero.
+        mask: a non-trainable variable of the kernel's shape (`tf.Variable`
+            on TensorFlow, `keras.Variable` elsewhere), 1 where the weight is
+            free, 0 where it is held at zero.
         previous: the constraint the variable had before, applied first, or None.
     """
 
     def __init__(
-        self, mask: tf.Variable, previous: Callable[[Any], TensorLike] | None = None
+        self, mask: Any, previous: Callable[[Any], TensorLike] | None = None
     ) -> None:
         self.mask = mask
         self.previous = previous
 
-    def __call__(self, w: TensorLike) -> tf.Tensor:
+    def __call__(self, w: TensorLike) -> Any:
         if self.previous is not None:
             w = self.previous(w)
-        w = tf.convert_to_tensor(w)
+        w = backend.to_tensor(w)
         # A select, not `w * mask`: a diverged weight (inf) elsewhere in the
         # kernel must not turn a held zero into inf * 0 = NaN.
-        return tf.where(tf.not_equal(self.mask, 0), w, tf.zeros_like(w))
+        mask = backend.to_tensor(self.mask)
+        return ops.where(ops.not_equal(mask, 0), w, ops.zeros_like(w))
 
     def __repr__(self) -> str:
         return f"ZeroMask(shape={tuple(self.mask.shape)}, previous={self.previous!r})"
 
 
 def _nonzero(variable, dtype):
-    return tf.cast(tf.not_equal(tf.convert_to_tensor(variable), 0), dtype)
+    return ops.cast(ops.not_equal(backend.to_tensor(variable), 0), dtype)
+
+
+def _new_mask(variable):
+    """The mask variable of `variable`: 1 where it is nonzero."""
+    value = _nonzero(variable, variable.dtype)
+    if backend.is_tensorflow():
+        import tensorflow as tf
+
+        return tf.Variable(value, trainable=False, name="zero_mask")
+    return keras.Variable(value, dtype=variable.dtype, trainable=False, name="zero_mask")
 
 
 def refresh_masks(ref):
@@ -83,7 +103,18 @@ def refresh_masks(ref):
     if tfmot_mask is not None and all(m is not tfmot_mask for m in masks):
         masks.append(tfmot_mask)
     for mask in masks:
-        mask.assign(mask * _nonzero(ref.variable, mask.dtype))
+        mask.assign(backend.to_tensor(mask) * _nonzero(ref.variable, mask.dtype))
+    return bool(masks)
+
+
+def retrace_after_refresh(model, refreshed):
+    """After `refresh_masks` changed masks (`refreshed`): retrace where masks are frozen.
+
+    TensorFlow reads the mask variables at every step and PyTorch runs
+    eagerly; JAX froze them into the traced step.
+    """
+    if refreshed and not backend.is_tensorflow():
+        kernels_lib.retrace(model)
 
 
 def hold_zeros(model, layer_types=None):
@@ -102,11 +133,7 @@ def hold_zeros(model, layer_types=None):
             if not isinstance(constraint, ZeroMask):
                 mask = ref.tfmot_mask()
                 if mask is None:
-                    mask = tf.Variable(
-                        _nonzero(ref.variable, ref.variable.dtype),
-                        trainable=False,
-                        name="zero_mask",
-                    )
+                    mask = _new_mask(ref.variable)
                 private_api.set_variable_constraint(ref.variable, ZeroMask(mask, constraint))
             refresh_masks(ref)
             tfmot_mask = ref.tfmot_mask()
@@ -114,8 +141,9 @@ def hold_zeros(model, layer_types=None):
                 # A TFMOT mask (loaded from a file, say) may hold zeros the
                 # weights do not have yet. A select, not `w * mask`: an inf
                 # weight at a masked position must become 0, not NaN.
-                w = tf.convert_to_tensor(ref.variable)
-                ref.variable.assign(tf.where(tf.not_equal(tfmot_mask, 0), w, tf.zeros_like(w)))
+                w = backend.to_tensor(ref.variable)
+                keep = ops.not_equal(backend.to_tensor(tfmot_mask), 0)
+                ref.variable.assign(ops.where(keep, w, ops.zeros_like(w)))
     kernels_lib.retrace(model)
     return model
 
@@ -145,6 +173,6 @@ def mask_of(variable):
     constraint = variable.constraint
     if not isinstance(constraint, ZeroMask):
         return None
-    return np.asarray(tf.convert_to_tensor(constraint.mask))
+    return np.asarray(ops.convert_to_numpy(backend.to_tensor(constraint.mask)))
 
 
