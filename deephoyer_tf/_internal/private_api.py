@@ -325,6 +325,74 @@ def tf_op_lambda_symbol(layer):
     return getattr(layer, "symbol", None)
 
 
+# --- attention layers ------------------------------------------------------------
+
+# The projection sublayers of MultiHeadAttention, by role: Keras 3 names them
+# through public properties (the gate, Keras 3.13+, only privately), tf_keras
+# privately.
+ATTENTION_PROJECTIONS = {
+    "query": ("query_dense", "_query_dense"),
+    "key": ("key_dense", "_key_dense"),
+    "value": ("value_dense", "_value_dense"),
+    "gate": ("_gate_dense",),
+    "output": ("output_dense", "_output_dense"),
+}
+
+
+def attention_projection(layer, role):
+    """The `EinsumDense` sublayer of `MultiHeadAttention` `layer` for `role`, or None."""
+    for name in ATTENTION_PROJECTIONS[role]:
+        sublayer = getattr(layer, name, None)
+        if sublayer is not None:
+            return sublayer
+    return None
+
+
+def attention_settings(layer):
+    """``(num_heads, key_dim, value_dim, use_bias, use_gate)`` of a `MultiHeadAttention`."""
+    value_dim = getattr(layer, "_value_dim", None) or layer._key_dim
+    return (
+        int(layer._num_heads),
+        int(layer._key_dim),
+        int(value_dim),
+        bool(layer._use_bias),
+        bool(getattr(layer, "_use_gate", False)),
+    )
+
+
+def set_attention_regularizer(layer, regularizer):
+    """Sets the kernel regularizer an unbuilt `MultiHeadAttention` passes to its projections.
+
+    Both flavours keep it in ``_kernel_regularizer`` (serialized by `get_config`
+    as ``kernel_regularizer``) and hand it to each projection when they build.
+    """
+    if not hasattr(layer, "_kernel_regularizer"):
+        raise _missing("_kernel_regularizer", type(layer).__name__)
+    layer._kernel_regularizer = regularizer
+
+
+def attention_regularizer(layer):
+    return getattr(layer, "_kernel_regularizer", None)
+
+
+def current_value(variable):
+    """The value of `variable` the running step sees.
+
+    Keras 3 on JAX traces the train step statelessly: a variable read inside
+    it must be looked up in the stateless scope, or its value at trace time is
+    frozen into the step. Elsewhere the variable itself is returned.
+    """
+    try:
+        from keras.src import backend as keras_backend
+    except ImportError:  # pragma: no cover
+        return variable
+    if keras_backend.in_stateless_scope():
+        value = keras_backend.get_stateless_scope().get_current_value(variable)
+        if value is not None:
+            return value
+    return variable
+
+
 # --- non-weight state of a layer (JAX) ----------------------------------------
 
 

@@ -6,9 +6,15 @@ import collections.abc
 from typing import TYPE_CHECKING
 
 from deephoyer_tf._internal import flavours
+from deephoyer_tf._internal import private_api
+from deephoyer_tf._internal import validation
 from deephoyer_tf.regularizers.channel_groups import ChannelGroups
 from deephoyer_tf.regularizers.regularizers import GroupHoyerSquare
 from deephoyer_tf.regularizers.regularizers import GroupLasso
+from deephoyer_tf.regularizers.transformer_groups import AxisGroups
+from deephoyer_tf.regularizers.transformer_groups import HeadGroups
+from deephoyer_tf.regularizers.transformer_groups import UnitGroups
+from deephoyer_tf.structure import attention
 from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import registry
 
@@ -32,6 +38,7 @@ def regularize(
     *,
     bias_regularizer: RegularizerLike | None = None,
     layer_types: Sequence[str] | str | None = None,
+    strict: bool = False,
 ) -> ModelLike:
     """Returns a copy of `model` whose kernels carry `regularizer`.
 
@@ -58,6 +65,23 @@ def regularize(
     ``"out_in"`` for Conv2DTranspose) by copies that share its strength
     variables.
 
+    Transformers. `EinsumDense` and `MultiHeadAttention` kernels (query, key,
+    value, output) are regularized like any kernel: an element-wise
+    regularizer goes on each of them. A group regularizer on a model with
+    `MultiHeadAttention` layers groups what `shrink` can remove
+    (`deephoyer_tf.regularizers.transformer_groups`): one group per attention
+    head across its query, key, value and output slices (`HeadGroups`), and
+    one group per hidden unit of each feed-forward block, across the column of
+    the projection writing it and the row of the projection reading it
+    (`UnitGroups`; found in the layer graph: a Dense or `EinsumDense`
+    projection whose outputs reach, through channel-wise layers only, other
+    such projections). Other `EinsumDense` equations get groups over their
+    equation's output and input axes (`AxisGroups`).
+
+    Layers holding trainable kernels that no registry entry covers are named
+    in an `UnhandledLayerWarning` (a `ValueError` with ``strict=True``): their
+    kernels are not regularized.
+
     Args:
         model: a built Sequential or functional model, Keras 3 or tf_keras.
             Nested Sequential/functional models are handled recursively.
@@ -70,6 +94,8 @@ def regularize(
             `deephoyer_tf.structure.registry.default_types()` (``Dense``,
             ``Conv1D/2D/3D`` and registered custom layers); any of
             `deephoyer_tf.supported_layer_types()` may be listed.
+        strict: raise a `ValueError` instead of warning when the model has
+            kernels in layers deephoyer_tf does not handle.
 
     Returns:
         A new, uncompiled model.
@@ -77,9 +103,10 @@ def regularize(
     Raises:
         TypeError: `model` is not a Keras model, or `regularizer` is not one.
         ValueError: `model` is subclassed or not built, or `layer_types` names
-            an unsupported type.
+            an unsupported type, or (``strict=True``) it has unhandled kernels.
     """
     flavours.check_model(model)
+    validation.check_bool(strict, "strict")
     if isinstance(regularizer, collections.abc.Mapping):
         chooser = dict(regularizer)
         bad = [v for v in chooser.values() if v is not None and not _is_regularizer(v)]
@@ -101,21 +128,99 @@ def regularize(
     if layer_types is None and _has_group_regularizer(chooser):
         # Group penalties also fit depthwise and separable kernels, channel by channel.
         types = types + tuple(t for t in CHANNEL_GROUP_TYPES if t not in types)
-    readers = {}
+    if flavours.is_graph_model(model) and model.built:
+        registry.check_unhandled(model, strict, "regularize()")
+    plan = _GroupPlan()
     if _has_group_regularizer(chooser) and flavours.is_graph_model(model) and model.built:
-        if any(_depthwise_spec(layer) for layer in flavours.flat_layers(model)):
-            readers = _channel_readers(model)
+        layers = flavours.flat_layers(model)
+        if any(_depthwise_spec(layer) for layer in layers):
+            plan.channel_readers = _channel_readers(model)
+        if any(_is_attention(layer) for layer in layers):
+            plan.unit_readers = _unit_readers(model)
+            plan.covered = {r for names in plan.unit_readers.values() for r in names}
     links = []
-    clone = _clone_with_regularizers(model, chooser, bias_regularizer, types, readers, links)
+    clone = _clone_with_regularizers(model, chooser, bias_regularizer, types, plan, links)
     layers = {layer.name: layer for layer in flavours.flat_layers(clone)}
-    for coupled, names in links:
+    for coupled, resolve in links:
+        coupled.link(resolve(layers))
+    return clone
+
+
+class _GroupPlan:
+    """Where group regularizers span several kernels (found in the original's graph)."""
+
+    def __init__(self):
+        self.channel_readers = {}  # depthwise layer name -> reader names
+        self.unit_readers = {}  # feed-forward writer name -> reader names (transformers)
+        self.covered = set()  # readers whose inputs a writer's UnitGroups already groups
+
+
+def _is_attention(layer):
+    entry = registry.entry_for(layer)
+    return entry is not None and entry.cutter is attention.cut_attention
+
+
+def _input_kernels(names):
+    """Resolver: ``(kernel variable, input axis)`` of the layers `names` of the clone."""
+
+    def resolve(layers):
         kernels = []
         for name in names:
             reader = layers[name]
             spec = registry.kernel_specs(reader)[-1]
             kernels.append((registry.kernel_variable(reader, spec), spec.input_axes[0]))
-        coupled.link(kernels)
-    return clone
+        return kernels
+
+    return resolve
+
+
+def _head_kernels(name):
+    """Resolver: every projection kernel of attention layer `name` with its head axis."""
+
+    def resolve(layers):
+        projections = attention.attention_projections(layers[name])
+        return [(sub.kernel, attention.HEAD_AXIS[role]) for role, sub in projections.items()]
+
+    return resolve
+
+
+def _projection(op):
+    """A kernel op that is a Dense layer or an `EinsumDense` projection."""
+    return op.kind == "kernel" and op.type in ("Dense", "EinsumDense")
+
+
+def _unit_readers(model):
+    """{feed-forward writer name: reader names}: projections whose units only projections read.
+
+    The outputs of a Dense / `EinsumDense` projection are followed through
+    channel-wise layers (activations, dropout); when every path ends at a
+    Dense / `EinsumDense` projection (no merge, reshape or opaque layer, not a
+    model output), each hidden unit is computed by the writer's column and read
+    by the readers' rows alone: one removable unit.
+    """
+    found = {}
+    graph = graph_lib.build_graph(model)
+    if graph is None:
+        return found
+    outputs = set(map(id, graph.outputs))
+    for op in graph.kernel_ops():
+        if not _projection(op):
+            continue
+        names, frontier, ok = [], [op.outputs[0]], True
+        while frontier and ok:
+            tensor = frontier.pop()
+            if id(tensor) in outputs or not tensor.consumers:
+                ok = False
+            for consumer in tensor.consumers:
+                if consumer.kind == "channelwise":
+                    frontier.extend(consumer.outputs)
+                elif _projection(consumer):
+                    names.append(registry.unwrap(consumer.layer).name)
+                else:
+                    ok = False
+        if ok and names:
+            found[registry.unwrap(op.layer).name] = names
+    return found
 
 
 # Layer types a group regularizer is attached to by default, besides the defaults.
@@ -169,7 +274,39 @@ def _channel_readers(model):
     return found
 
 
-def _clone_with_regularizers(model, chooser, bias_regularizer, types, readers, links):
+def _set_regularizer(layer, spec, regularizer):
+    """Sets the regularizer of one kernel of the (unbuilt) copy `layer`."""
+    if _is_attention(layer):
+        private_api.set_attention_regularizer(layer, regularizer)
+    else:
+        setattr(layer, spec.regularizer_attribute, regularizer)
+
+
+def _group_adapted(layer, spec, regularizer, plan, links):
+    """The group regularizer for one kernel of `layer`, or None to leave it unregularized."""
+    name = layer.name
+    if _is_attention(layer):
+        num_heads = private_api.attention_settings(layer)[0]
+        heads = HeadGroups.from_group_regularizer(regularizer, num_heads)
+        links.append((heads, _head_kernels(name)))
+        return heads
+    if spec.layout == "depthwise":
+        # one group per channel, across the layers that read it
+        adapted = ChannelGroups.from_group_regularizer(regularizer, plan.channel_readers.get(name, ()))
+        links.append((adapted, _input_kernels(adapted.readers)))
+        return adapted
+    if name in plan.unit_readers:
+        units = UnitGroups.from_group_regularizer(regularizer, plan.unit_readers[name])
+        links.append((units, _input_kernels(units.readers)))
+        return units
+    if name in plan.covered:
+        return None  # its input units are grouped with the writer's outputs
+    if spec.layout == "einsum":
+        return AxisGroups.from_group_regularizer(regularizer, attention.einsum_axes(layer))
+    return regularizer.with_layout(spec.layout)
+
+
+def _clone_with_regularizers(model, chooser, bias_regularizer, types, plan, links):
     if not flavours.is_graph_model(model):
         raise ValueError(
             f"regularize() cannot copy model {model.name!r} of type "
@@ -187,7 +324,7 @@ def _clone_with_regularizers(model, chooser, bias_regularizer, types, readers, l
 
     def clone_layer(layer):
         if isinstance(layer, module.Model):
-            return _clone_with_regularizers(layer, chooser, bias_regularizer, types, readers, links)
+            return _clone_with_regularizers(layer, chooser, bias_regularizer, types, plan, links)
         new = type(layer).from_config(layer.get_config())
         name = registry.layer_type(layer)
         if name not in types:
@@ -200,13 +337,13 @@ def _clone_with_regularizers(model, chooser, bias_regularizer, types, readers, l
             regularizer = chooser
         for spec in registry.kernel_specs(layer):
             adapted = regularizer
-            if hasattr(regularizer, "with_layout"):
-                adapted = regularizer.with_layout(spec.layout)
-            if spec.layout == "depthwise" and isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
-                # one group per channel, across the layers that read it
-                adapted = ChannelGroups.from_group_regularizer(regularizer, readers.get(layer.name, ()))
-                links.append((adapted, adapted.readers))
-            setattr(new, spec.regularizer_attribute, adapted)
+            if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
+                adapted = _group_adapted(layer, spec, regularizer, plan, links)
+                if adapted is None:
+                    continue
+            _set_regularizer(new, spec, adapted)
+            if _is_attention(layer):
+                break  # one regularizer serves every projection
         if bias_regularizer is not None and hasattr(new, "bias_regularizer"):
             new.bias_regularizer = bias_regularizer
         return new

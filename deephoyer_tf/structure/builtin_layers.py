@@ -13,6 +13,7 @@ import keras
 
 from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import tf_keras_faces
+from deephoyer_tf.structure import attention
 from deephoyer_tf.structure import cutters
 from deephoyer_tf.structure.registry import KernelSpec
 from deephoyer_tf.structure.registry import register_layer
@@ -120,6 +121,36 @@ def register_builtin_layers(module):
         register_layer(cls, kind="opaque", cutter=cutters.copy_layer)
 
 
+def register_transformer_layers(module):
+    """`EinsumDense` and `MultiHeadAttention` (see `deephoyer_tf.structure.attention`)."""
+    layers = module.layers
+    einsum = getattr(layers, "EinsumDense", None) or getattr(
+        getattr(layers, "experimental", None), "EinsumDense", None
+    )
+    if isinstance(einsum, type):
+        register_layer(
+            einsum,
+            kernels=(KernelSpec("kernel", "kernel_regularizer", "einsum"),),
+            specs=attention.einsum_specs,
+            flow=attention.einsum_flow,
+            cutter=attention.cut_einsum_dense,
+            fold=cutters.fold_dense,
+            describe=attention.describe_einsum,
+            default=True,
+        )
+    mha = getattr(layers, "MultiHeadAttention", None)
+    if isinstance(mha, type):
+        register_layer(
+            mha,
+            kernels=attention.ATTENTION_KERNELS,
+            specs=attention.attention_specs,
+            flow=attention.attention_flow,
+            cutter=attention.cut_attention,
+            describe=attention.describe_attention,
+            default=True,
+        )
+
+
 def register_elementwise_operations(module):
     """``x + 3.0``, ``x * gate``: Keras 3 operations, tf_keras `TFOpLambda` layers."""
     if module is keras:
@@ -137,6 +168,7 @@ def register_elementwise_operations(module):
 
 def _register_flavour(module):
     register_builtin_layers(module)
+    register_transformer_layers(module)
     register_elementwise_operations(module)
 
 

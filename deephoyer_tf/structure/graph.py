@@ -132,6 +132,8 @@ def _kind(layer, n_inputs, node=None):
     entry = registry.entry_for(layer)
     if entry is None:
         return "opaque"
+    if entry.flow is not None:
+        return entry.flow(layer)
     if entry.kind == "kernel":
         return "kernel"
     if entry.kind == "elementwise":

@@ -15,7 +15,12 @@ Kernel layouts (Keras stores kernels channels-last):
 * ``"out_in"``: ``(k..., out, in)``: Conv1D/2D/3DTranspose;
 * ``"depthwise"``: ``(k..., in, multiplier)``: DepthwiseConv, the depthwise
   kernel of SeparableConv; output channel ``c * multiplier + m`` is the pair
-  ``(c, m)``.
+  ``(c, m)``;
+* ``"einsum"``: the axes come from the layer's einsum equation (an
+  `EinsumDense` that is not a plain ``(in, out)`` projection, the projections
+  of `MultiHeadAttention`; see `deephoyer_tf.structure.attention`). The
+  element-wise pipeline handles it like any kernel; group regularizers get
+  their groups from the equation.
 
 Unit kinds (how the units, the last-axis entries, of a layer's inputs reach
 those of its outputs):
@@ -59,7 +64,10 @@ if TYPE_CHECKING:
 
     LayerLike = Any  # a Keras 3 or tf_keras layer
 
+# Layouts whose unit axes are fixed (group regularizers accept these).
 LAYOUTS = ("in_out", "out_in", "depthwise")
+# Every layout a `KernelSpec` may have.
+SPEC_LAYOUTS = LAYOUTS + ("einsum",)
 KINDS = ("kernel", "channelwise", "reshape", "merge", "concat", "elementwise", "opaque")
 
 # Axes kept (not reduced) when a kernel is split into groups of one unit each.
@@ -79,6 +87,11 @@ def keep_axes(layout: str, groups: str) -> Tuple[int, ...]:
     ``groups`` is ``"outputs"`` or ``"inputs"``; reducing over every other
     axis gives one group per output (input) unit.
     """
+    if layout not in _UNIT_AXES:
+        raise ValueError(
+            f"Kernels of layout {layout!r} have no fixed unit axes: they come from the "
+            "layer's equation (deephoyer_tf.structure.attention.einsum_axes)."
+        )
     return _UNIT_AXES[layout][groups]
 
 
@@ -89,9 +102,11 @@ class KernelSpec:
     Args:
         attribute: the layer attribute holding the kernel variable, or a tuple
             of names tried in order (Keras 3 and tf_keras sometimes differ).
+            A dotted name reads a sublayer's attribute
+            (``"query_dense.kernel"``).
         regularizer_attribute: the constructor argument and attribute holding
             its regularizer (``"kernel_regularizer"``...).
-        layout: one of `LAYOUTS` (default ``"in_out"``).
+        layout: one of `SPEC_LAYOUTS` (default ``"in_out"``).
 
     Attributes:
         input_axes, output_axes: the kernel axes (negative, from the end) that
@@ -116,7 +131,7 @@ class KernelSpec:
                 "Invalid type for argument `regularizer_attribute`. Expected a str. "
                 f"Received: regularizer_attribute={self.regularizer_attribute!r}"
             )
-        validation.check_choice(self.layout, "layout", LAYOUTS)
+        validation.check_choice(self.layout, "layout", SPEC_LAYOUTS)
 
     @property
     def attributes(self) -> Tuple[str, ...]:
@@ -133,7 +148,11 @@ class KernelSpec:
     def variable(self, layer: LayerLike) -> Any:
         """The kernel variable of `layer` (None when the layer is not built)."""
         for name in self.attributes:
-            value = getattr(layer, name, None)
+            value = layer
+            for part in name.split("."):
+                value = getattr(value, part, None)
+                if value is None:
+                    break
             if value is not None:
                 return value
         return None
@@ -150,6 +169,15 @@ class LayerEntry:
     fold: Optional[Callable] = None
     elementwise_default: bool = False
     applies: Optional[Callable] = None
+    specs: Optional[Callable] = None
+    flow: Optional[Callable] = None
+    describe: Optional[Callable] = None
+
+    def kernels_of(self, layer) -> Tuple[KernelSpec, ...]:
+        """The `KernelSpec`s of one instance (`specs(layer)` when the entry has it)."""
+        if self.specs is not None and not isinstance(layer, type):
+            return tuple(self.specs(layer))
+        return self.kernels
 
     @property
     def name(self) -> str:
@@ -169,6 +197,9 @@ def register_layer(
     fold: Optional[Callable] = None,
     default: Optional[bool] = None,
     applies: Optional[Callable] = None,
+    specs: Optional[Callable] = None,
+    flow: Optional[Callable] = None,
+    describe: Optional[Callable] = None,
 ) -> LayerEntry:
     """Registers a Keras layer class (either flavour) with deephoyer_tf.
 
@@ -198,6 +229,17 @@ def register_layer(
         default: whether the element-wise pipeline (`regularize`, `prune`,
             `fix_zeros`) acts on it when ``layer_types`` is not given; default
             True for a class with kernels.
+        specs: ``specs(layer) -> [KernelSpec]``: the kernels of one instance,
+            where they depend on its configuration (an `EinsumDense`'s
+            equation, an attention layer's gate); `kernels` then describes
+            the class (its widest configuration).
+        flow: ``flow(layer) -> kind``: how units flow through one instance,
+            where it differs from `kind` (``"opaque"`` for a kernel layer
+            whose units cannot be followed axis by axis, such as
+            `MultiHeadAttention`: `shrink` then keeps its inputs and outputs
+            whole and calls `cutter` to cut inside it).
+        describe: ``describe(op, sequence_length) -> LayerReport``: the
+            `sparsity_report` row of a kernel layer whose `flow` is opaque.
 
     Returns:
         The new `LayerEntry`.
@@ -234,13 +276,26 @@ def register_layer(
             f"Invalid value for argument `kernels`. Expected at least one KernelSpec "
             f"exactly when kind='kernel'. Received: kind={kind!r}, {len(kernels)} kernels"
         )
-    for name, function in (("cutter", cutter), ("fold", fold), ("applies", applies)):
+    functions = (
+        ("cutter", cutter), ("fold", fold), ("applies", applies), ("specs", specs),
+        ("flow", flow), ("describe", describe),
+    )
+    for name, function in functions:
         if function is not None:
             validation.check_callable(function, name)
     if default is None:
         default = kind == "kernel"
     entry = LayerEntry(
-        layer_class, kind, kernels, cutter, fold, validation.check_bool(default, "default"), applies
+        layer_class,
+        kind,
+        kernels,
+        cutter,
+        fold,
+        validation.check_bool(default, "default"),
+        applies,
+        specs,
+        flow,
+        describe,
     )
     _ENTRIES[layer_class] = entry
     return entry
@@ -306,7 +361,7 @@ def layer_type(layer) -> Optional[str]:
 def kernel_specs(layer) -> Tuple[KernelSpec, ...]:
     """The `KernelSpec`s of `layer` (seen through a wrapper), ``()`` without kernels."""
     entry = entry_for(layer)
-    return entry.kernels if entry is not None else ()
+    return entry.kernels_of(unwrap(layer)) if entry is not None else ()
 
 
 def kernel_variable(layer, spec: KernelSpec):
@@ -328,6 +383,16 @@ def kernels(layer, types=None):
         variable = kernel_variable(layer, spec)
         if variable is not None:
             yield spec, variable
+
+
+def flow_kind(layer) -> Optional[str]:
+    """How units flow through `layer` in the graph: its entry's `flow`, else its kind."""
+    entry = entry_for(layer)
+    if entry is None:
+        return None
+    if entry.flow is not None:
+        return entry.flow(unwrap(layer))
+    return entry.kind
 
 
 def supported_types() -> list[str]:
@@ -361,6 +426,55 @@ def check_layer_types(layer_types):
             f"{supported_types()}. Received: {unknown}"
         )
     return types
+
+
+class UnhandledLayerWarning(UserWarning):
+    """A model holds trainable kernels in layers deephoyer_tf does not handle."""
+
+
+def unhandled_layers(model):
+    """``[(layer name, class name, kernel shapes)]``: layers with kernels no entry covers.
+
+    A layer is unhandled when it has no registry entry (nor a registered
+    ancestor) and holds trainable weights of rank 2 or more (kernels; biases
+    and normalization scales are rank 1). Such kernels escape regularization,
+    pruning, fixed zeros and the report.
+    """
+    found = []
+    for layer in flavours.flat_layers(model):
+        if entry_for(layer) is not None:
+            continue
+        shapes = [
+            tuple(int(d) for d in w.shape)
+            for w in getattr(unwrap(layer), "trainable_weights", [])
+            if len(w.shape) >= 2
+        ]
+        if shapes:
+            found.append((layer.name, type(unwrap(layer)).__name__, shapes))
+    return found
+
+
+def check_unhandled(model, strict, where):
+    """Warns (or raises, ``strict=True``) about `unhandled_layers` of `model`.
+
+    Args:
+        where: the calling function's name, for the message.
+    """
+    import warnings
+
+    found = unhandled_layers(model)
+    if not found:
+        return
+    listing = ", ".join(f"{name!r} ({cls}, kernels {shapes})" for name, cls, shapes in found)
+    message = (
+        f"{where}: model {model.name!r} has trainable kernels in layers deephoyer_tf does "
+        f"not handle: {listing}. They are not regularized, pruned, held at zero or "
+        "counted. Register their class with deephoyer_tf.register_layer(...) to include "
+        "them."
+    )
+    if strict:
+        raise ValueError(message + " (strict=True)")
+    warnings.warn(message, UnhandledLayerWarning, stacklevel=3)
 
 
 def weight_regularizer_attributes(layer):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deephoyer_tf._internal import flavours
+from deephoyer_tf._internal import validation
 from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import liveness
 from deephoyer_tf.structure import registry
@@ -57,6 +58,11 @@ class LayerReport:
             (None when the output positions are unknown).
         bias_weights: number of bias weights (0 without bias).
         nonzero_biases: number of nonzero biases.
+        heads: attention layers: the number of heads (None otherwise).
+        live_heads: attention layers: heads that contribute to the output
+            (see `deephoyer_tf.structure.attention.head_liveness`).
+        tokens: attention layers: query positions per example (None when
+            unknown and no ``sequence_length`` was given).
     """
 
     name: str
@@ -73,6 +79,9 @@ class LayerReport:
     macs: int | None
     bias_weights: int
     nonzero_biases: int
+    heads: int | None = None
+    live_heads: int | None = None
+    tokens: int | None = None
 
 
 @dataclasses.dataclass
@@ -119,6 +128,36 @@ class SparsityReport:
         """MACs per example counting live units only (layers with known MACs)."""
         return sum(r.macs for r in self.layers if r.macs is not None)
 
+    @property
+    def attention_layers(self) -> list[LayerReport]:
+        """The rows of attention layers (those with `heads`)."""
+        return [r for r in self.layers if r.heads is not None]
+
+    @property
+    def heads(self) -> int:
+        """Attention heads of all attention layers."""
+        return sum(r.heads for r in self.attention_layers)
+
+    @property
+    def live_heads(self) -> int:
+        """Live attention heads of all attention layers."""
+        return sum(r.live_heads for r in self.attention_layers)
+
+    @property
+    def tokens(self) -> int | None:
+        """Tokens per example: the query positions of the first attention layer (or None)."""
+        known = [r.tokens for r in self.attention_layers if r.tokens]
+        return known[0] if known else None
+
+    @property
+    def macs_per_token(self) -> float | None:
+        """Live MACs per example divided by `tokens` (None without attention layers)."""
+        return self.macs / self.tokens if self.tokens else None
+
+    @property
+    def dense_macs_per_token(self) -> float | None:
+        return self.dense_macs / self.tokens if self.tokens else None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: totals, ``structure`` and a ``layers`` list."""
         layers = []
@@ -135,6 +174,10 @@ class SparsityReport:
             "compression": None if math.isinf(self.compression) else self.compression,
             "dense_macs": self.dense_macs,
             "macs": self.macs,
+            "heads": self.heads,
+            "live_heads": self.live_heads,
+            "tokens": self.tokens,
+            "macs_per_token": self.macs_per_token,
             "layers": layers,
         }
 
@@ -177,6 +220,13 @@ class SparsityReport:
             f"Structure: {self.structure}   Compression: {self.compression:.1f}x   "
             f"MACs: {mac_share:.2f}% of dense"
         )
+        for r in self.attention_layers:
+            lines.append(f"Heads: {r.name}: {r.live_heads} / {r.heads} live")
+        if self.tokens:
+            lines.append(
+                f"MACs per token ({self.tokens} tokens): {self.macs_per_token:,.0f} / "
+                f"{self.dense_macs_per_token:,.0f} dense"
+            )
         return "\n".join(lines)
 
 
@@ -186,7 +236,9 @@ def _listify(shape):
     return list(shape)
 
 
-def sparsity_report(model: ModelLike) -> SparsityReport:
+def sparsity_report(
+    model: ModelLike, *, sequence_length: int | None = None, strict: bool = False
+) -> SparsityReport:
     """Counts nonzero weights, live units and MACs of `model`, as in the paper's tables.
 
     Kernel layers are those of `deephoyer_tf.supported_layer_types()` (Dense,
@@ -200,17 +252,29 @@ def sparsity_report(model: ModelLike) -> SparsityReport:
     groups) and Conv MACs need the layer's output shape.
 
     MACs: Dense ``live_in * live_out`` (per position); Conv
-    ``positions * kernel positions * live_in * live_out``.
+    ``positions * kernel positions * live_in * live_out``. Attention layers
+    (`MultiHeadAttention`) count their projections and attention over live
+    heads and dimensions (`deephoyer_tf.structure.attention.describe_attention`);
+    their rows give ``heads`` and ``live_heads``, and the report
+    `macs_per_token`.
+
+    Layers holding trainable kernels that no registry entry covers are
+    named in an `UnhandledLayerWarning` (a `ValueError` with ``strict=True``):
+    their weights are not counted.
 
     Args:
         model: a built Keras model (Keras 3 or tf_keras).
+        sequence_length: the number of tokens, for attention (and other
+            token-wise) layers whose inputs have no fixed length.
+        strict: raise instead of warning about unhandled layers.
 
     Returns:
         A `SparsityReport`. ``print(report)`` shows a table.
 
     Raises:
         TypeError: `model` is not a Keras model.
-        ValueError: `model` is not built, or has a channels-first kernel layer.
+        ValueError: `model` is not built, or has a channels-first kernel layer,
+            or (``strict=True``) layers with kernels deephoyer_tf does not handle.
 
     Example: LeNet-300-100 with 353 live pixels and 45 and 11 live hidden units
     has ``report.structure == "353-45-11"`` and
@@ -222,10 +286,19 @@ def sparsity_report(model: ModelLike) -> SparsityReport:
             f"sparsity_report() needs a built model; model {model.name!r} is not "
             "built. Give it an Input (or call it on data) first."
         )
+    if sequence_length is not None:
+        sequence_length = validation.check_int(sequence_length, "sequence_length", minimum=1)
+    validation.check_bool(strict, "strict")
+    registry.check_unhandled(model, strict, "sparsity_report()")
     graph = graph_lib.build_graph(model)
     if graph is None:
         rows = [
             _standalone_row(layer)
+            if registry.flow_kind(layer) == "kernel"
+            else _self_contained_row(
+                graph_lib.Op(layer, "opaque", graph_lib.type_name(layer), layer.name, [], [], 0),
+                sequence_length,
+            )
             for layer in flavours.flat_layers(model)
             if registry.layer_type(layer) is not None
         ]
@@ -233,8 +306,38 @@ def sparsity_report(model: ModelLike) -> SparsityReport:
         structure = _structure(rows)
         return SparsityReport(rows, structure, model.name)
     analysis = liveness.Analysis(graph)
-    rows = [_graph_row(op, analysis) for op in graph.kernel_ops()]
+    if sequence_length is None:
+        sequence_length = _attention_length(graph)
+    rows = []
+    for op in graph.ops:
+        if op.kind == "kernel":
+            rows.append(_graph_row(op, analysis, sequence_length))
+        elif registry.layer_type(op.layer) is not None:
+            rows.append(_self_contained_row(op, sequence_length))
     return SparsityReport(rows, _structure(rows), model.name)
+
+
+def _attention_length(graph):
+    """The query length of the first attention layer with a known one (or None)."""
+    for op in graph.ops:
+        row_heads = op.kind == "opaque" and registry.layer_type(op.layer) == "MultiHeadAttention"
+        if row_heads and op.inputs and op.inputs[0].shape is not None:
+            dims = op.inputs[0].shape[:-1]
+            if dims and all(d is not None for d in dims):
+                return int(np.prod(dims))
+    return None
+
+
+def _self_contained_row(op, sequence_length):
+    """Row of a kernel layer whose units the graph does not follow (attention...)."""
+    entry = registry.entry_for(op.layer)
+    if entry.describe is not None:
+        return entry.describe(op, sequence_length)
+    kernels = [liveness.kernel_values(op.layer, s) for s in registry.kernel_specs(op.layer)]
+    n_in = op.inputs[0].units if op.inputs else 0
+    n_out = op.outputs[0].units if op.outputs else 0
+    ones_in, ones_out = np.ones(n_in, bool), np.ones(n_out, bool)
+    return make_row(op.name, op.layer, kernels, ones_in, ones_out, dense_macs=0, macs=None)
 
 
 def _dense_like(type_, kernel_shape):
@@ -255,12 +358,12 @@ def _structure(rows):
     return "-".join(str(p) for p in parts)
 
 
-def _graph_row(op, analysis):
+def _graph_row(op, analysis, sequence_length=None):
     live_in = analysis.live_inputs(op)
     live_out = analysis.live_outputs(op)
     out_shape = op.outputs[0].shape
     in_shape = op.inputs[0].shape
-    return _row(op.name, op.layer, live_in, live_out, in_shape, out_shape)
+    return _row(op.name, op.layer, live_in, live_out, in_shape, out_shape, sequence_length)
 
 
 def _standalone_row(layer):
@@ -289,26 +392,66 @@ def _known_shapes(layer):
     return shapes
 
 
-def _positions(shape):
-    """Product of the non-unit axes of `shape` (None if unknown)."""
-    if shape is None or any(d is None for d in shape[:-1]):
+def _positions(shape, sequence_length=None):
+    """Product of the non-unit axes of `shape` (None if unknown).
+
+    An unknown token axis (``shape == (None, units)``) counts `sequence_length`
+    positions when it is given.
+    """
+    if shape is None:
         return None
-    return int(np.prod(shape[:-1])) if len(shape) > 1 else 1
+    dims = list(shape[:-1])
+    if any(d is None for d in dims):
+        if sequence_length is None or len(dims) != 1:
+            return None
+        dims = [sequence_length]
+    return int(np.prod(dims)) if dims else 1
 
 
-def _row(name, layer, live_in, live_out, in_shape, out_shape):
+def _row(name, layer, live_in, live_out, in_shape, out_shape, sequence_length=None):
     inner = unwrap(layer)
     type_ = graph_lib.type_name(layer)
     specs = registry.kernel_specs(inner)
     kernels = [liveness.kernel_values(layer, s) for s in specs]
-    bias = getattr(inner, "bias", None) if getattr(inner, "use_bias", False) else None
-    bias = np.zeros(0) if bias is None else np.asarray(bias.numpy())
+    dense_macs, macs = _macs(
+        type_, inner, kernels, live_in, live_out, in_shape, out_shape, sequence_length
+    )
+    return make_row(name, layer, kernels, live_in, live_out, dense_macs=dense_macs, macs=macs)
+
+
+def _biases(layer):
+    """The bias values of `layer` (of every projection of an attention layer), flat."""
+    inner = unwrap(layer)
+    if registry.entry_for(inner) is not None and registry.entry_for(inner).name == "MultiHeadAttention":
+        from deephoyer_tf.structure import attention
+
+        parts = [
+            np.asarray(sub.bias.numpy()).reshape(-1)
+            for sub in attention.attention_projections(inner).values()
+            if getattr(sub, "bias", None) is not None
+        ]
+        return np.concatenate(parts) if parts else np.zeros(0)
+    use_bias = getattr(inner, "use_bias", None)
+    if use_bias is None:  # EinsumDense: a bias when it has bias_axes
+        use_bias = bool(getattr(inner, "bias_axes", None))
+    bias = getattr(inner, "bias", None) if use_bias else None
+    return np.zeros(0) if bias is None else np.asarray(bias.numpy()).reshape(-1)
+
+
+def make_row(name, layer, kernels, live_in, live_out, *, dense_macs, macs, heads=None,
+             live_heads=None, tokens=None) -> LayerReport:
+    """A `LayerReport` from a layer's kernel values and the liveness of its units.
+
+    For registry `describe` functions (rows of layers the graph does not
+    follow, such as attention).
+    """
+    type_ = graph_lib.type_name(layer)
+    bias = _biases(layer)
     kernel_shape = (
         tuple(kernels[0].shape) if len(kernels) == 1 else tuple(tuple(k.shape) for k in kernels)
     )
     n_in, n_out = len(live_in), len(live_out)
     li, lo = int(live_in.sum()), int(live_out.sum())
-    dense_macs, macs = _macs(type_, inner, kernels, live_in, live_out, in_shape, out_shape)
     total = sum(k.size for k in kernels)
     nonzero = sum(int(np.count_nonzero(k)) for k in kernels)
     return LayerReport(
@@ -326,10 +469,13 @@ def _row(name, layer, live_in, live_out, in_shape, out_shape):
         macs=macs,
         bias_weights=int(bias.size),
         nonzero_biases=int(np.count_nonzero(bias)),
+        heads=heads,
+        live_heads=live_heads,
+        tokens=tokens,
     )
 
 
-def _macs(type_, layer, kernels, live_in, live_out, in_shape, out_shape):
+def _macs(type_, layer, kernels, live_in, live_out, in_shape, out_shape, sequence_length=None):
     """(dense MACs, live MACs) per example of one kernel layer."""
     if type_ == "Embedding":
         return 0, 0
@@ -338,11 +484,11 @@ def _macs(type_, layer, kernels, live_in, live_out, in_shape, out_shape):
     kernel = kernels[0]
     kpos = int(np.prod(kernel.shape[:-2])) if kernel.ndim > 2 else 1
     if type_.endswith("Transpose"):
-        positions = _positions(in_shape)
+        positions = _positions(in_shape, sequence_length)
         if positions is None:
             return 0, None
         return positions * kpos * n_in * n_out, positions * kpos * li * lo
-    positions = _positions(out_shape)
+    positions = _positions(out_shape, sequence_length)
     if positions is None:
         if not _dense_like(type_, kernel.shape):
             return 0, None

@@ -276,7 +276,7 @@ def _probe(graph):
         args = [values[t] for t in op.inputs]
         x = args if op.kind in ("merge", "concat") or len(args) > 1 else args[0]
         entry = registry.entry_for(op.layer)
-        if entry is not None and entry.kind == "elementwise":
+        if (entry is not None and entry.kind == "elementwise") or _called_with_several(op):
             replacements = {id(src): arg for src, arg in zip(op.sources, args)}
             out = private_api.call_node_again(op.node, op.layer, replacements)
         else:
@@ -456,13 +456,22 @@ def _call(layer, config, weights, name, args, op, new):
     config = dict(config)
     config["name"] = name
     clone = type(layer).from_config(config)
-    x = args if op.kind in ("merge", "concat") else args[0]
-    y = clone(x)
+    if _called_with_several(op):
+        # e.g. attention(query, value): called as recorded, inputs replaced
+        replacements = {id(src): arg for src, arg in zip(op.sources, args)}
+        y = private_api.call_node_again(op.node, clone, replacements)
+    else:
+        y = clone(args if op.kind in ("merge", "concat") else args[0])
     if weights:
         clone.set_weights(weights)
     outs = y if isinstance(y, (list, tuple)) else [y]
     for t, v in zip(op.outputs, outs):
         new[t] = v
+
+
+def _called_with_several(op):
+    """A layer (not a merge) called on several tensors, such as attention(query, value)."""
+    return len(op.inputs) > 1 and op.kind not in ("merge", "concat") and op.node is not None
 
 
 def _summary(analysis, plan, gathers, model):

@@ -144,7 +144,7 @@ def test_returns_the_sparsity_report():
         ({"std_ratio": True}, TypeError, r"Invalid type for argument `std_ratio`.* Received: std_ratio=True of type bool"),
         ({"threshold": {"fc1": -2}}, ValueError, r"Invalid value for argument `threshold`\. .* Received: threshold\['fc1'\]=-2\.0"),
         ({"threshold": {1: 0.1}}, TypeError, r"Invalid type for argument `threshold`\. Expected layer names \(str\) as dict keys\. Received: key 1 of type int"),
-        ({"threshold": {"fc9": 0.1, "flat": 0.1}}, ValueError, r"Invalid value for argument `threshold`\. Expected a dict keyed by names of layers of types \['Dense', 'Conv1D', 'Conv2D', 'Conv3D'\] in the model: \['conv', 'fc1', 'fc2'\]\. Received unknown names: \['fc9', 'flat'\]"),
+        ({"threshold": {"fc9": 0.1, "flat": 0.1}}, ValueError, r"Invalid value for argument `threshold`\. Expected a dict keyed by names of layers of types \['Dense', 'Conv1D', 'Conv2D', 'Conv3D', 'EinsumDense', 'MultiHeadAttention'\] in the model: \['conv', 'fc1', 'fc2'\]\. Received unknown names: \['fc9', 'flat'\]"),
         ({"threshold": 0.1, "biases": "yes"}, TypeError, r"Invalid type for argument `biases`\. Expected a bool\. Received: biases='yes'"),
         ({"threshold": 0.1, "layer_types": ["Dense", "LSTM"]}, ValueError, r"Invalid value for argument `layer_types`\. Expected names among \[.*\]\. Received: \['LSTM'\]"),
     ],

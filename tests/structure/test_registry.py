@@ -86,7 +86,9 @@ def test_entries_are_keyed_by_class_and_subclasses_match():
     assert registry.entry_for(keras.layers.ReLU()).kind == "channelwise"
     spec = registry.entry_for(keras.layers.SeparableConv2D(2, 3)).kernels[0]
     assert (spec.layout, spec.input_axes, spec.output_axes) == ("depthwise", (-2,), (-2, -1))
-    assert registry.default_types() == ["Dense", "Conv1D", "Conv2D", "Conv3D"]
+    assert registry.default_types() == [
+        "Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense", "MultiHeadAttention"
+    ]
 
 
 def test_register_layer_errors():
@@ -98,7 +100,7 @@ def test_register_layer_errors():
         deephoyer_tf.register_layer(ScaledDense)
     with pytest.raises(ValueError, match=r"Invalid value for argument `kind`\. Expected one of \[.*\]\. Received: kind='mixing'"):
         deephoyer_tf.register_layer(ScaledDense, kind="mixing")
-    with pytest.raises(ValueError, match=r"Invalid value for argument `layout`\. Expected one of \['in_out', 'out_in', 'depthwise'\]\. Received: layout='io'"):
+    with pytest.raises(ValueError, match=r"Invalid value for argument `layout`\. Expected one of \['in_out', 'out_in', 'depthwise', 'einsum'\]\. Received: layout='io'"):
         deephoyer_tf.KernelSpec("w", "w_regularizer", "io")
     with pytest.raises(TypeError, match=r"Invalid type for argument `cutter`\. Expected a callable\. Received: cutter=3"):
         deephoyer_tf.register_layer(ScaledDense, kernels=[deephoyer_tf.KernelSpec("w")], cutter=3)
