@@ -118,7 +118,7 @@ class Data:
     def fit_arguments(self, batch_size):
         if self.dataset is None:
             return {"x": self.x, "y": self.y, "batch_size": batch_size, "shuffle": True}
-        return {"x": self.dataset}
+        return {"x": self.dataset, "shuffle": False}  # a dataset shuffles itself, if it should
 
     def validation_data(self):
         return self.dataset if self.dataset is not None else (self.x, self.y)
