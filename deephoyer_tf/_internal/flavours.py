@@ -41,8 +41,22 @@ def is_model(obj) -> bool:
 
 
 def check_model(model, argument="model"):
-    """Raises a clear `TypeError` unless `model` is a Keras model of either flavour."""
+    """Raises a clear `TypeError` unless `model` is a Keras model of either flavour.
+
+    A tf_keras model on a Keras 3 backend other than TensorFlow raises
+    `backend.BackendError`: tf_keras computes with TensorFlow, deephoyer_tf
+    with `keras.ops` of Keras 3's backend.
+    """
     if is_model(model):
+        if is_tf_keras(model):
+            from deephoyer_tf._internal import backend
+
+            backend.require_tensorflow(
+                f"deephoyer_tf on the tf_keras (Keras 2) model {model.name!r}",
+                "tf_keras always computes with TensorFlow, and deephoyer_tf computes "
+                "with the backend of Keras 3: start the process with "
+                "KERAS_BACKEND=tensorflow, or build the model with Keras 3 (`keras`).",
+            )
         return
     raise TypeError(
         f"Invalid type for argument `{argument}`. Expected a Keras model "

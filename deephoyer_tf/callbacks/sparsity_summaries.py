@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import validation
@@ -84,6 +86,13 @@ class SparsitySummaries(Callback):
 
     def __init__(self, log_dir: str | os.PathLike, update_freq: str | int = "epoch") -> None:
         super().__init__()
+        backend.require_tensorflow(
+            "deephoyer_tf.SparsitySummaries (TensorBoard event files, written with tf.summary)",
+            "Its values are available on every backend: "
+            "deephoyer_tf.callbacks.sparsity_summaries.scalars(model) returns them as a "
+            "dict, and deephoyer_tf.sparsity_report(model) prints them. Or run in a "
+            "process started with KERAS_BACKEND=tensorflow.",
+        )
         log_dir = validation.check_path(log_dir, "log_dir")
         if update_freq != "epoch":
             update_freq = validation.check_int(
@@ -193,13 +202,16 @@ def _kernels_and_penalty(layer):
         kernels.append(values)
         regularizer = getattr(inner, spec.regularizer_attribute, None)
         if regularizer is not None:
-            penalty += float(regularizer(tf.constant(values)))
+            penalty += float(keras.ops.convert_to_numpy(regularizer(values)))
     return kernels, penalty
 
 
 def _regularization_total(model):
     total = 0.0
     for loss in model.losses:
+        if not backend.is_tensorflow() and not flavours.is_tf_keras(model):
+            total += float(keras.ops.convert_to_numpy(loss))  # eager on JAX and PyTorch
+            continue
         if tf.is_symbolic_tensor(loss) or not hasattr(loss, "numpy"):
             continue  # a loss of the last call's graph (activity regularizers)
         total += float(loss.numpy())

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import validation
@@ -417,6 +418,7 @@ def export_tflite(
         result = export_tflite(model, "lenet.tflite", sparse=True)
         result.size_bytes, result.gzip_bytes, result.max_abs_error
     """
+    backend.require_tensorflow("deephoyer_tf.export_tflite (the TFLite converter)")
     flavours.check_model(model)
     path = validation.check_path(path, "path")
     _validate(sparse, quantize, representative_data, op_resolver)

@@ -143,8 +143,9 @@ def group_hoyer_square_terms(w, keep_axes_list):
             factor = 0.0
             for k, (n, a) in enumerate(zip(norms, sums)):
                 inverse = ops.where(n > 0.0, 1.0 / ops.where(n > 0.0, n, 1.0), 0.0)
-                factor += (upstream[k] * 2.0 * a / l2) * inverse
-                factor -= upstream[k] * 2.0 * ops.square(a / l2)
+                # Not `+=`: in place on a PyTorch tensor, it cannot broadcast.
+                factor = factor + (upstream[k] * 2.0 * a / l2) * inverse
+                factor = factor - upstream[k] * 2.0 * ops.square(a / l2)
             return u * (factor / s)
 
         return values, grad

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import tf_keras_faces
 from deephoyer_tf.sparsity import zero_mask
@@ -104,6 +105,7 @@ def fix_zeros_tfmot(
             tf_keras models).
         ValueError: as for `fix_zeros`, or `model` is subclassed.
     """
+    backend.require_tensorflow("deephoyer_tf.fix_zeros_tfmot (TFMOT, tf_keras)")
     flavours.check_model(model)
     if not flavours.is_tf_keras(model):
         raise TypeError(

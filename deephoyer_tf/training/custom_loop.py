@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import keras
 import tensorflow as tf
 
+from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import validation
 
 if TYPE_CHECKING:
@@ -33,6 +34,15 @@ if TYPE_CHECKING:
 
     # A Keras loss: a name, a `keras.losses.Loss` or ``(y_true, y_pred) -> values``.
     LossLike = Union[str, keras.losses.Loss, Callable[[Any, Any], Any]]
+
+
+# What to do on JAX or PyTorch instead of fit_custom.
+_DISTRIBUTE_INSTEAD = (
+    "On JAX, train with model.fit under keras.distribution (for example "
+    "keras.distribution.set_distribution(keras.distribution.DataParallel())); "
+    "the DeepHoyer regularizers, ThresholdPruning and fix_zeros work there. "
+    "Or run this in a process started with KERAS_BACKEND=tensorflow."
+)
 
 
 def _per_example(loss_fn, y_true, y_pred):
@@ -88,6 +98,10 @@ def make_train_step(
         for batch in strategy.experimental_distribute_dataset(dataset):
             loss = step(batch)
     """
+    backend.require_tensorflow(
+        "deephoyer_tf.make_train_step (a tf.distribute train step)",
+        _DISTRIBUTE_INSTEAD,
+    )
     strategy = strategy or model.distribute_strategy
     loss_fn = keras.losses.get(loss)
     variables = model.trainable_variables
@@ -180,6 +194,7 @@ def fit_custom(
             epochs=10, strategy=strategy,
             callbacks=[deephoyer_tf.ThresholdPruning(at_epoch=6, std_ratio=0.5)])
     """
+    backend.require_tensorflow("deephoyer_tf.fit_custom (tf.distribute)", _DISTRIBUTE_INSTEAD)
     if not isinstance(model, keras.Model):
         raise TypeError(
             "Invalid type for argument `model`. Expected a Keras 3 model "
