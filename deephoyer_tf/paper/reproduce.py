@@ -20,6 +20,16 @@ budget (regularized training + fine-tuning), aiming at a target sparsity
 
 Only the validation split (the last 5,000 training images) guides choices; the
 test images give the final number only.
+
+Long schedules run in pieces: every epoch of pretraining (in the cache
+folder), of the regularized training and of the fine-tuning (in
+``OUTPUT/checkpoints``) is backed up with Keras' `BackupAndRestore`, and each
+completed stage (the regularized weights, the chosen std ratio, the
+fine-tuned weights) is recorded; run the same command again after an
+interruption and it continues at the epoch it was in. Checkpoints of a
+different run (another recipe, method, dataset or dense model) are
+discarded, and removed once a run completes. TFMOT ``magnitude`` runs are not
+resumable.
 """
 
 import dataclasses
@@ -194,7 +204,7 @@ def fit_resumable(model, x, y=None, *, epochs, backup_dir=None, done_path=None, 
         backup_dir = pathlib.Path(backup_dir)
         metadata = backup_dir / "training_metadata.json"
         if metadata.exists():
-            done = json.loads(metadata.read_text()).get("epoch", -1) + 1
+            done = json.loads(metadata.read_text()).get("epoch", 0)  # epochs completed
             log(f"[{stage}] resuming from the backup in {backup_dir}: {done} of {epochs} epochs done")
         callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch"))
     model.fit(x, y, epochs=epochs, callbacks=callbacks, **fit_kwargs)
