@@ -5,7 +5,7 @@
   Pareto front, the chosen trial, ``search.json`` and ``pareto.png``.
 * `objective`: one trial (regularize, prune, fine-tune, measure), with
   per-epoch backups; `Schedule`.
-* `lenet`: the search on LeNet-300-100 / LeNet-5 and MNIST
+* `mnist`: `lenet`, the search on LeNet-300-100 / LeNet-5 and MNIST
   (``deephoyer-tf search``).
 
 Optuna is imported only when a search runs (``pip install
@@ -22,12 +22,13 @@ Example::
     model = result.load_model()          # the chosen trial's model
 """
 
+from deephoyer_tf.search import mnist
 from deephoyer_tf.search import objective
 from deephoyer_tf.search import study
-from deephoyer_tf.search.lenet import lenet
+from deephoyer_tf.search.mnist import lenet
 from deephoyer_tf.search.objective import METHODS
 from deephoyer_tf.search.objective import Schedule
 from deephoyer_tf.search.study import SearchResult
 from deephoyer_tf.search.study import run
 
-__all__ = ["METHODS", "Schedule", "SearchResult", "lenet", "objective", "run", "study"]
+__all__ = ["METHODS", "Schedule", "SearchResult", "lenet", "mnist", "objective", "run", "study"]
