@@ -24,6 +24,7 @@ import collections
 import dataclasses
 from typing import TYPE_CHECKING
 
+import keras
 import numpy as np
 
 from deephoyer_tf._internal import flavours
@@ -283,7 +284,8 @@ def _probe(graph):
             out = op.layer(x, training=False)
         outs = out if isinstance(out, (list, tuple)) else [out]
         for t, y in zip(op.outputs, outs):
-            values[t] = np.asarray(y)
+            # Any backend's tensor (a PyTorch one may require grad) as NumPy.
+            values[t] = np.asarray(keras.ops.convert_to_numpy(y))
     return values
 
 
