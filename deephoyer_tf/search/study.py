@@ -16,7 +16,7 @@ model's. Everything is Optuna's:
   the objective); the default `optuna.pruners.ThresholdPruner` stops a trial
   whose error exceeds the dense model's by more than `prune_margin` points
   (training diverged or the strength is far too high: no fine-tuning will
-  recover it). Pass any Optuna pruner (e.g. ``MedianPruner``, which compares
+  recover it); for ``magnitude`` only once TFMOT's sparsity ramp is over. Pass any Optuna pruner (e.g. ``MedianPruner``, which compares
   trials at the same epoch).
 * **Storage**: an RDB storage (`storage`: a SQLAlchemy URL, ``sqlite:///s.db``
   on one machine, ``postgresql://...`` or ``mysql://...`` for several) with
@@ -247,7 +247,10 @@ def run(
     # TPE reads each trial's constraint (`trial.set_constraint`, set in the objective).
     sampler = sampler or optuna.samplers.TPESampler(seed=seed + existing, multivariate=True,
                                                     n_startup_trials=5)
-    pruner = pruner or optuna.pruners.ThresholdPruner(upper=1.0 - dense_val + prune_margin / 100.0)
+    # TFMOT's sparsity ramps up during the first `regularize_epochs`: judge it at the final sparsity only.
+    pruner = pruner or optuna.pruners.ThresholdPruner(
+        upper=1.0 - dense_val + prune_margin / 100.0,
+        n_warmup_steps=schedule.regularize_epochs if method == "magnitude" else 0)
     study = optuna.create_study(
         storage=rdb, study_name=study_name, direction="minimize", sampler=sampler, pruner=pruner,
         load_if_exists=True)
