@@ -469,7 +469,7 @@ def trial_records(study, size_metric, max_drop):
             "structure": attrs.get("structure"),
             "per_layer": attrs.get("per_layer"),
             "size": t.value if t.state.name == "COMPLETE" else None,
-            "drop_points": None if accuracy is None else 100 * (dense_val - accuracy),
+            "drop_points": None if accuracy is None else round(100 * (dense_val - accuracy), 6),
             "feasible": None if accuracy is None else bool(100 * (dense_val - accuracy) <= max_drop + 1e-9),
             "model_path": attrs.get("model_path"),
             "retry_of": attrs.get("retry_of"),
