@@ -32,9 +32,11 @@ from deephoyer_tf.paper import models
 from deephoyer_tf.regularizers import DeepHoyerRegularizer
 from deephoyer_tf.regularizers import GroupHoyerSquare
 from deephoyer_tf.regularizers import GroupLasso
+from deephoyer_tf.regularizers import HeadGroups
 from deephoyer_tf.regularizers import Hoyer
 from deephoyer_tf.regularizers import HoyerSquare
 from deephoyer_tf.regularizers import regularize
+from deephoyer_tf.regularizers import UnitGroups
 from deephoyer_tf.regularizers import strength_variables
 from deephoyer_tf.sparsity import fix_zeros
 from deephoyer_tf.sparsity import fix_zeros_tfmot
@@ -44,6 +46,7 @@ from deephoyer_tf.structure import GatherUnits
 from deephoyer_tf.structure import KernelSpec
 from deephoyer_tf.structure import ShrinkSummary
 from deephoyer_tf.structure import SparsityReport
+from deephoyer_tf.structure import UnhandledLayerWarning
 from deephoyer_tf.structure import register_layer
 from deephoyer_tf.structure import shrink
 from deephoyer_tf.structure import sparsity_report
@@ -69,6 +72,7 @@ __all__ = [
     "GatherUnits",
     "GroupHoyerSquare",
     "GroupLasso",
+    "HeadGroups",
     "Hoyer",
     "HoyerSquare",
     "KernelSpec",
@@ -77,6 +81,8 @@ __all__ = [
     "SparsitySummaries",
     "StrengthSchedule",
     "ThresholdPruning",
+    "UnhandledLayerWarning",
+    "UnitGroups",
     "__version__",
     "datasets",
     "export_tflite",

@@ -360,18 +360,10 @@ def attention_settings(layer):
     )
 
 
-def set_attention_regularizer(layer, regularizer):
-    """Sets the kernel regularizer an unbuilt `MultiHeadAttention` passes to its projections.
-
-    Both flavours keep it in ``_kernel_regularizer`` (serialized by `get_config`
-    as ``kernel_regularizer``) and hand it to each projection when they build.
-    """
-    if not hasattr(layer, "_kernel_regularizer"):
-        raise _missing("_kernel_regularizer", type(layer).__name__)
-    layer._kernel_regularizer = regularizer
-
-
 def attention_regularizer(layer):
+    """The kernel regularizer a `MultiHeadAttention` hands to its projections (both
+    flavours keep it in ``_kernel_regularizer``; `get_config` writes it as
+    ``kernel_regularizer``)."""
     return getattr(layer, "_kernel_regularizer", None)
 
 

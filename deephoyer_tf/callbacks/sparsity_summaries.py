@@ -189,7 +189,8 @@ def _kernel_layers(model):
     """{report row name: layer} for the kernel layers of `model`."""
     graph = graph_lib.build_graph(model)
     if graph is not None:
-        return {op.name: op.layer for op in graph.kernel_ops()}
+        # kernel ops, and kernel layers the graph keeps whole (attention)
+        return {op.name: op.layer for op in graph.ops if registry.layer_type(op.layer) is not None}
     return {layer.name: layer for layer in flavours.flat_layers(model)}
 
 
@@ -200,9 +201,15 @@ def _kernels_and_penalty(layer):
     for spec in registry.kernel_specs(inner):
         values = liveness.kernel_values(layer, spec)
         kernels.append(values)
-        regularizer = getattr(inner, spec.regularizer_attribute, None)
+        variable = registry.kernel_variable(inner, spec)
+        regularizer = getattr(variable, "regularizer", None) or getattr(
+            inner, spec.regularizer_attribute, None
+        )
+        if regularizer is None and registry.layer_type(inner) == "MultiHeadAttention":
+            regularizer = private_api.attention_regularizer(inner)
         if regularizer is not None:
-            penalty += float(keras.ops.convert_to_numpy(regularizer(values)))
+            # the variable itself: penalties spanning several kernels recognise it
+            penalty += float(keras.ops.convert_to_numpy(regularizer(variable)))
     return kernels, penalty
 
 

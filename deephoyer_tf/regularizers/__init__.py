@@ -8,6 +8,9 @@
 * `strengths`: the strength variables of a model's regularizers.
 * `channel_groups`: `ChannelGroups`, Group-HS per depthwise channel across
   the layers that read it (what `regularize` puts on depthwise kernels).
+* `transformer_groups`: `HeadGroups` (a group per attention head across its
+  projections), `UnitGroups` (a feed-forward hidden unit across the kernels
+  writing and reading it), `AxisGroups` (an `EinsumDense`'s equation axes).
 """
 
 from deephoyer_tf.regularizers.channel_groups import ChannelGroups
@@ -18,14 +21,20 @@ from deephoyer_tf.regularizers.regularizers import GroupLasso
 from deephoyer_tf.regularizers.regularizers import Hoyer
 from deephoyer_tf.regularizers.regularizers import HoyerSquare
 from deephoyer_tf.regularizers.strengths import strength_variables
+from deephoyer_tf.regularizers.transformer_groups import AxisGroups
+from deephoyer_tf.regularizers.transformer_groups import HeadGroups
+from deephoyer_tf.regularizers.transformer_groups import UnitGroups
 
 __all__ = [
+    "AxisGroups",
     "ChannelGroups",
     "DeepHoyerRegularizer",
     "GroupHoyerSquare",
     "GroupLasso",
     "Hoyer",
     "HoyerSquare",
+    "HeadGroups",
+    "UnitGroups",
     "regularize",
     "strength_variables",
 ]

@@ -274,12 +274,20 @@ def _channel_readers(model):
     return found
 
 
-def _set_regularizer(layer, spec, regularizer):
-    """Sets the regularizer of one kernel of the (unbuilt) copy `layer`."""
-    if _is_attention(layer):
-        private_api.set_attention_regularizer(layer, regularizer)
-    else:
-        setattr(layer, spec.regularizer_attribute, regularizer)
+def _attention_copy(layer, regularizer, bias_regularizer, plan, links):
+    """A copy of `MultiHeadAttention` `layer` whose projections carry `regularizer`.
+
+    The layer hands one kernel regularizer to all its projections when it
+    builds them, which tf_keras does in `from_config`: so the regularizer goes
+    into the config.
+    """
+    if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
+        regularizer = _group_adapted(layer, None, regularizer, plan, links)
+    config = layer.get_config()
+    config["kernel_regularizer"] = regularizer
+    if bias_regularizer is not None:
+        config["bias_regularizer"] = bias_regularizer
+    return type(layer).from_config(config)
 
 
 def _group_adapted(layer, spec, regularizer, plan, links):
@@ -325,25 +333,21 @@ def _clone_with_regularizers(model, chooser, bias_regularizer, types, plan, link
     def clone_layer(layer):
         if isinstance(layer, module.Model):
             return _clone_with_regularizers(layer, chooser, bias_regularizer, types, plan, links)
+        regularizer = None
+        if registry.layer_type(layer) in types:
+            regularizer = chooser.get(layer.name) if isinstance(chooser, dict) else chooser
+        if regularizer is None:
+            return type(layer).from_config(layer.get_config())
+        if _is_attention(layer):
+            return _attention_copy(layer, regularizer, bias_regularizer, plan, links)
         new = type(layer).from_config(layer.get_config())
-        name = registry.layer_type(layer)
-        if name not in types:
-            return new
-        if isinstance(chooser, dict):
-            regularizer = chooser.get(layer.name)
-            if regularizer is None:
-                return new
-        else:
-            regularizer = chooser
         for spec in registry.kernel_specs(layer):
             adapted = regularizer
             if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
                 adapted = _group_adapted(layer, spec, regularizer, plan, links)
                 if adapted is None:
                     continue
-            _set_regularizer(new, spec, adapted)
-            if _is_attention(layer):
-                break  # one regularizer serves every projection
+            setattr(new, spec.regularizer_attribute, adapted)
         if bias_regularizer is not None and hasattr(new, "bias_regularizer"):
             new.bias_regularizer = bias_regularizer
         return new

@@ -7,6 +7,8 @@
 * `report`: `sparsity_report`, the paper's counts (nonzeros, live units, MACs).
 * `surgery`: `shrink` (with `cutters`, one per layer kind, and `gather_units`): dead
   units physically removed.
+* `attention`: `EinsumDense` equations and `MultiHeadAttention`: their kernels,
+  live heads, attention MACs, and how `shrink` removes dead heads.
 """
 
 from deephoyer_tf.structure import builtin_layers  # noqa: F401 (registers Keras' layers)
@@ -16,6 +18,7 @@ from deephoyer_tf.structure.cutters import fold_dense
 from deephoyer_tf.structure.gather_units import GatherUnits
 from deephoyer_tf.structure.registry import KernelSpec
 from deephoyer_tf.structure.registry import LayerEntry
+from deephoyer_tf.structure.registry import UnhandledLayerWarning
 from deephoyer_tf.structure.registry import register_layer
 from deephoyer_tf.structure.registry import registered_entries
 from deephoyer_tf.structure.registry import supported_types
@@ -34,6 +37,7 @@ __all__ = [
     "LayerReport",
     "ShrinkSummary",
     "SparsityReport",
+    "UnhandledLayerWarning",
     "cut_kernel_layer",
     "fold_dense",
     "register_layer",
