@@ -35,8 +35,8 @@ from deephoyer_tf.regularizers import GroupLasso
 from deephoyer_tf.regularizers import HeadGroups
 from deephoyer_tf.regularizers import Hoyer
 from deephoyer_tf.regularizers import HoyerSquare
-from deephoyer_tf.regularizers import regularize
 from deephoyer_tf.regularizers import UnitGroups
+from deephoyer_tf.regularizers import regularize
 from deephoyer_tf.regularizers import strength_variables
 from deephoyer_tf.sparsity import fix_zeros
 from deephoyer_tf.sparsity import fix_zeros_tfmot
