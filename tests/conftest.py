@@ -10,6 +10,12 @@ import pathlib
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+if os.environ.get("KERAS_BACKEND") == "torch":
+    # Keras on PyTorch first: it imports triton (which PyTorch's wheel
+    # brings), and importing triton after TensorFlow crashes the process
+    # (TF 2.21, triton 3.8).
+    import keras  # noqa: E402, F401
+
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
