@@ -413,3 +413,35 @@ def track_non_weight_state(layer, variable):
     if any(getattr(g, "state", None) is variable for g in generators):
         return
     generators.append(_StateHolder(variable))
+
+
+def sublayers(layer):
+    """The layers `layer` holds directly (Keras 3 and tf_keras track them alike)."""
+    flatten = getattr(layer, "_flatten_layers", None)
+    if flatten is None:
+        return []
+    return list(flatten(include_self=False, recursive=False))
+
+
+def attach_regularizer(layer, variable, regularizer):
+    """Makes `regularizer(variable)` one of `layer`'s losses, after `layer` is built.
+
+    Keras 3 reads a variable's (public, settable) ``regularizer`` when it
+    collects ``layer.losses``; tf_keras keeps callable losses, added with
+    `add_loss` (what its own `add_weight(regularizer=...)` does). Either way
+    the loss is not part of the layer's config: it is not saved.
+    """
+    if hasattr(variable, "regularizer") and not hasattr(layer, "_callable_losses"):
+        variable.regularizer = regularizer
+        return
+    import functools
+
+    layer.add_loss(functools.partial(regularizer, variable))
+
+
+def keras_operation_class():
+    """Keras 3's base `Operation` (``keras.src.ops.operation``): what ``x[:, 0]``,
+    ``ops.transpose(x)`` and other functional-model operations are."""
+    from keras.src.ops.operation import Operation
+
+    return Operation

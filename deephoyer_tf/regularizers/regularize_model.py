@@ -78,6 +78,11 @@ def regularize(
     such projections). Other `EinsumDense` equations get groups over their
     equation's output and input axes (`AxisGroups`).
 
+    Kernel layers inside other layers (a custom block holding
+    `MultiHeadAttention` and Dense layers, as keras_hub's encoders do) are
+    regularized too: their regularizer is attached to the built kernels, so
+    it is not saved with the model (call `regularize` again after loading).
+
     Layers holding trainable kernels that no registry entry covers are named
     in an `UnhandledLayerWarning` (a `ValueError` with ``strict=True``): their
     kernels are not regularized.
@@ -140,10 +145,41 @@ def regularize(
             plan.covered = {r for names in plan.unit_readers.values() for r in names}
     links = []
     clone = _clone_with_regularizers(model, chooser, bias_regularizer, types, plan, links)
+    _regularize_nested(clone, chooser, types, links)
     layers = {layer.name: layer for layer in flavours.flat_layers(clone)}
     for coupled, resolve in links:
         coupled.link(resolve(layers))
     return clone
+
+
+def _regularize_nested(clone, chooser, types, links):
+    """Kernel layers inside other layers of `clone` (keras_hub's encoder blocks...).
+
+    Their owner builds them, so no config can carry the regularizer: it is
+    attached to the built kernels (`private_api.attach_regularizer`), and is
+    not saved with the model. Group regularizers group each one's own units
+    (attention: per head).
+    """
+    for layer in registry.nested_kernel_layers(clone):
+        if registry.layer_type(layer) not in types:
+            continue
+        regularizer = chooser.get(layer.name) if isinstance(chooser, dict) else chooser
+        if regularizer is None:
+            continue
+        if _is_attention(layer):
+            if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
+                num_heads = private_api.attention_settings(layer)[0]
+                regularizer = HeadGroups.from_group_regularizer(regularizer, num_heads)
+                # linked now, to this very layer (nested names repeat across blocks)
+                regularizer.link(_head_kernels(layer.name)({layer.name: layer}))
+            for sub in attention.attention_projections(layer).values():
+                private_api.attach_regularizer(sub, sub.kernel, regularizer)
+            continue
+        for spec, variable in registry.kernels(layer):
+            adapted = regularizer
+            if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
+                adapted = _group_adapted(layer, spec, regularizer, _GroupPlan(), links)
+            private_api.attach_regularizer(registry.unwrap(layer), variable, adapted)
 
 
 class _GroupPlan:

@@ -52,11 +52,14 @@ class KernelRef:
 def model_kernels(model, types):
     """The `KernelRef`s of the kernels of `types` in `model`, in layer order.
 
+    Kernel layers nested inside other layers (a custom transformer block) are
+    included (`deephoyer_tf.structure.registry.kernel_layers`).
+
     Raises:
         ValueError: a layer of a selected type is not built.
     """
     refs = []
-    for layer in flavours.flat_layers(model):
+    for layer in registry.kernel_layers(model):
         wrapper = None
         if registry.is_tfmot_wrapper(layer):
             wrapper, layer = layer, layer.layer

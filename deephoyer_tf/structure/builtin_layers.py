@@ -40,7 +40,7 @@ KERNEL_LAYERS = {
     "DepthwiseConv2D": (_DEPTHWISE, cutters.cut_depthwise, None, False),
     "SeparableConv1D": (_SEPARABLE, cutters.cut_separable, None, False),
     "SeparableConv2D": (_SEPARABLE, cutters.cut_separable, None, False),
-    "Embedding": (_EMBEDDING, None, None, False),
+    "Embedding": (_EMBEDDING, cutters.cut_embedding, None, False),
 }
 
 CHANNELWISE_LAYERS = (
@@ -154,6 +154,14 @@ def register_transformer_layers(module):
 def register_elementwise_operations(module):
     """``x + 3.0``, ``x * gate``: Keras 3 operations, tf_keras `TFOpLambda` layers."""
     if module is keras:
+        # Any other operation written in a functional model (``x[:, 0]``,
+        # ``ops.transpose(x)``): weightless, kept whole, called again.
+        register_layer(
+            private_api.keras_operation_class(),
+            kind="opaque",
+            cutter=cutters.call_again,
+            applies=lambda operation: not isinstance(operation, keras.layers.Layer),
+        )
         for cls in private_api.keras_elementwise_op_classes():
             register_layer(cls, kind="elementwise", cutter=cutters.call_again)
         return

@@ -151,6 +151,18 @@ def call_again(layer, cut):
     return None, None
 
 
+def cut_embedding(layer: LayerLike, cut: Cut) -> Tuple[Dict[str, Any], List[np.ndarray]]:
+    """Embedding: the table ``(vocabulary, dim)`` keeps the columns of its kept outputs.
+
+    Every token id is kept (its input is ids, not units).
+    """
+    keep_out = cut.keep_outputs[0]
+    config = layer.get_config()
+    config["output_dim"] = int(keep_out.sum())
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    return config, [weights[0][:, keep_out]] + weights[1:]
+
+
 def copy_layer(layer, cut):
     """Layers with no per-unit weights (merges, or layers kept whole): a plain copy."""
     return layer.get_config(), layer.get_weights()

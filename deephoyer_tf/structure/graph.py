@@ -63,7 +63,8 @@ class TensorNode:
 
     @property
     def units(self):
-        return self.shape[-1] if self.shape else 1
+        """Entries of the last axis (1 when unknown, e.g. token ids of any length)."""
+        return self.shape[-1] if self.shape and self.shape[-1] is not None else 1
 
     def __repr__(self):
         where = self.producer.name if self.producer else "input"

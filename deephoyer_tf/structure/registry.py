@@ -57,6 +57,7 @@ from typing import Sequence
 from typing import Tuple
 
 from deephoyer_tf._internal import flavours
+from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import validation
 
 if TYPE_CHECKING:
@@ -432,14 +433,50 @@ class UnhandledLayerWarning(UserWarning):
     """A model holds trainable kernels in layers deephoyer_tf does not handle."""
 
 
+def kernel_layers(model):
+    """Every layer of `model` with registered kernels, in layer order, nested ones included.
+
+    Nested models are expanded; so are layers that are not kernel layers
+    themselves but hold some (a custom transformer block holding a
+    `MultiHeadAttention` and Dense layers, as keras_hub's encoders do): their
+    kernel layers are found inside them. TFMOT wrappers are returned as they
+    are (see `unwrap`).
+    """
+    found, seen = [], set()
+
+    def visit(layer):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if layer_type(layer) is not None:
+            found.append(layer)
+            return
+        for sub in private_api.sublayers(unwrap(layer)):
+            visit(sub)
+
+    for layer in flavours.flat_layers(model):
+        visit(layer)
+    return found
+
+
+def nested_kernel_layers(model):
+    """The `kernel_layers` that sit inside another (non-model) layer of `model`."""
+    top = {id(layer) for layer in flavours.flat_layers(model)}
+    return [layer for layer in kernel_layers(model) if id(layer) not in top]
+
+
 def unhandled_layers(model):
     """``[(layer name, class name, kernel shapes)]``: layers with kernels no entry covers.
 
     A layer is unhandled when it has no registry entry (nor a registered
     ancestor) and holds trainable weights of rank 2 or more (kernels; biases
-    and normalization scales are rank 1). Such kernels escape regularization,
+    and normalization scales are rank 1) that are not weights of kernel layers
+    found inside it (`kernel_layers`). Such kernels escape regularization,
     pruning, fixed zeros and the report.
     """
+    covered = set()
+    for layer in kernel_layers(model):
+        covered.update(id(w) for w in unwrap(layer).weights)
     found = []
     for layer in flavours.flat_layers(model):
         if entry_for(layer) is not None:
@@ -447,7 +484,7 @@ def unhandled_layers(model):
         shapes = [
             tuple(int(d) for d in w.shape)
             for w in getattr(unwrap(layer), "trainable_weights", [])
-            if len(w.shape) >= 2
+            if len(w.shape) >= 2 and id(w) not in covered
         ]
         if shapes:
             found.append((layer.name, type(unwrap(layer)).__name__, shapes))

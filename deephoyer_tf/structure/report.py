@@ -314,7 +314,32 @@ def sparsity_report(
             rows.append(_graph_row(op, analysis, sequence_length))
         elif registry.layer_type(op.layer) is not None:
             rows.append(_self_contained_row(op, sequence_length))
+        else:
+            rows += _nested_rows(op, sequence_length)
     return SparsityReport(rows, _structure(rows), model.name)
+
+
+def _nested_rows(op, sequence_length):
+    """Rows of the kernel layers inside a layer that is not one (a custom block).
+
+    Each is judged alone, as in a subclassed model (``owner/layer`` names);
+    MACs need shapes the graph does not record inside the block, so they are
+    unknown except for attention at a known ``sequence_length``.
+    """
+    rows = []
+    for layer in registry.kernel_layers([op.layer]):
+        if layer is op.layer:
+            continue
+        name = f"{op.name}/{layer.name}"
+        if registry.flow_kind(layer) == "kernel":
+            row = _standalone_row(layer)
+            if row is not None:
+                row.name = name
+                rows.append(row)
+        else:
+            inner = graph_lib.Op(layer, "opaque", graph_lib.type_name(layer), name, [], [], 0)
+            rows.append(_self_contained_row(inner, sequence_length))
+    return rows
 
 
 def _attention_length(graph):

@@ -29,6 +29,7 @@ import numpy as np
 
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import private_api
+from deephoyer_tf.structure import cutters
 from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import liveness
 from deephoyer_tf.structure import registry
@@ -236,7 +237,11 @@ class _Plan:
 def _plan(analysis, keep_all):
     graph = analysis.graph
     kernels = graph.kernel_ops()
-    live_in = {op: analysis.live_inputs(op) for op in kernels}
+    # An Embedding reads token ids: its input is kept as it is.
+    live_in = {
+        op: np.ones(op.inputs[0].units, bool) if op.type == "Embedding" else analysis.live_inputs(op)
+        for op in kernels
+    }
     forced = {op: np.zeros(op.inputs[0].units, bool) for op in kernels}
     values = _probe(graph)
     for _ in range(len(kernels) + 2):
@@ -277,7 +282,8 @@ def _probe(graph):
         args = [values[t] for t in op.inputs]
         x = args if op.kind in ("merge", "concat") or len(args) > 1 else args[0]
         entry = registry.entry_for(op.layer)
-        if (entry is not None and entry.kind == "elementwise") or _called_with_several(op):
+        weightless = entry is not None and entry.cutter is cutters.call_again
+        if weightless or _called_with_several(op):
             replacements = {id(src): arg for src, arg in zip(op.sources, args)}
             out = private_api.call_node_again(op.node, op.layer, replacements)
         else:
@@ -425,11 +431,28 @@ def _rebuild(model, graph, plan):
             raise _unsupported(op)
     outputs = [new[t] for t in graph.outputs]
     new_model = module.Model(
-        inputs[0] if len(inputs) == 1 else inputs,
-        outputs[0] if len(outputs) == 1 else outputs,
+        _structured(model, "input", inputs),
+        _structured(model, "output", outputs),
         name=f"{model.name}_shrunk",
     )
     return new_model, gathers
+
+
+def _structured(model, which, tensors):
+    """`tensors` in the structure of ``model.input`` / ``model.output`` (a dict stays a dict)."""
+    import tensorflow as tf
+
+    try:
+        structure = getattr(model, which)
+        if isinstance(structure, dict) and len(tf.nest.flatten(structure)) == len(tensors):
+            flat = [id(t) for t in tf.nest.flatten(structure)]
+            order = [id(t) for t in getattr(model, f"{which}s")]
+            if sorted(flat) == sorted(order):
+                by_id = dict(zip(order, tensors))
+                return tf.nest.pack_sequence_as(structure, [by_id[i] for i in flat])
+    except (AttributeError, ValueError):
+        pass
+    return tensors[0] if len(tensors) == 1 else tensors
 
 
 def _cut(op, plan, outputs, keep_inputs=None, delta=None):

@@ -283,3 +283,17 @@ def test_a_general_einsum_layer_is_kept_whole_and_reported():
     assert "EinsumDense" in small.shrink_summary.kept_whole["e"]
     x = np.random.default_rng(0).normal(size=(3, 5, 6)).astype("float32")
     _assert_same(model.predict(x, verbose=0), small.predict(x, verbose=0))
+
+
+def test_shrink_cuts_dead_embedding_dimensions():
+    inp = keras.Input((5,), dtype="int32")
+    x = keras.layers.Embedding(20, 8, name="embed")(inp)
+    out = keras.layers.Dense(3, name="fc")(x)
+    model = keras.Model(inp, out)
+    table = np.random.default_rng(0).normal(size=(20, 8)).astype("float32")
+    table[:, [2, 5]] = 0
+    model.get_layer("embed").set_weights([table])
+    small = deephoyer_tf.shrink(model)
+    assert small.get_layer("embed").get_weights()[0].shape == (20, 6)
+    ids = np.random.default_rng(1).integers(0, 20, (4, 5))
+    _assert_same(model.predict(ids, verbose=0), small.predict(ids, verbose=0))

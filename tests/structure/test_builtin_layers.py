@@ -46,7 +46,7 @@ def test_kernel_layers_layouts_cutters_and_folds(module):
     ]
     assert registry.entry_for(layers.SeparableConv1D).cutter is cutters.cut_separable
     assert _layouts(layers.Embedding) == [(("embeddings",), "embeddings_regularizer", "in_out")]
-    assert registry.entry_for(layers.Embedding).cutter is None
+    assert registry.entry_for(layers.Embedding).cutter is cutters.cut_embedding
 
 
 @pytest.mark.parametrize("module", MODULES)
