@@ -12,9 +12,10 @@ extras = {
     "datasets": ["tensorflow-datasets"],
     "plots": ["matplotlib"],
     "search": ["optuna>=5.0", "matplotlib"],  # deephoyer_tf.search, deephoyer-tf search
+    "hub": ["keras-hub"],  # tests: a keras_hub backbone through the pipeline
 }
 extras["test"] = sorted(
-    {p for group in ("tfmot", "litert", "datasets", "plots", "search") for p in extras[group]}
+    {p for group in ("tfmot", "litert", "datasets", "plots", "search", "hub") for p in extras[group]}
     | {"pytest", "ruff"}
 )
 extras["all"] = extras["test"]
