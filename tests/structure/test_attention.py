@@ -297,3 +297,23 @@ def test_shrink_cuts_dead_embedding_dimensions():
     assert small.get_layer("embed").get_weights()[0].shape == (20, 6)
     ids = np.random.default_rng(1).integers(0, 20, (4, 5))
     _assert_same(model.predict(ids, verbose=0), small.predict(ids, verbose=0))
+
+
+def test_threshold_pruning_and_summaries_cover_attention():
+    from deephoyer_tf.callbacks import sparsity_summaries
+
+    model = deephoyer_tf.regularize(transformers.block(keras), deephoyer_tf.GroupHoyerSquare(1e-3))
+    values = sparsity_summaries.scalars(model)
+    assert values["sparsity/mha/density"] == 1.0
+    # the head penalty, counted once, as in the model's losses
+    penalty = sum(float(v) for v in model.get_layer("mha").losses)
+    assert penalty > 0 and values["sparsity/mha/penalty"] == pytest.approx(penalty, rel=1e-5)
+    model.compile(optimizer="sgd", loss="mse")
+    x = transformers.data(n=16)
+    y = np.zeros((16, 4), "float32")
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[deephoyer_tf.ThresholdPruning(at_epoch=1, std_ratio=0.8)])
+    query = transformers.projections(model)["query"].kernel.numpy()
+    assert 0.2 < np.mean(query == 0) < 0.8
+    assert sparsity_summaries.scalars(model)["sparsity/mha/density"] == pytest.approx(
+        deephoyer_tf.sparsity_report(model).attention_layers[0].density
+    )
