@@ -17,9 +17,9 @@ Protocol: choices are made on the validation split (the last 5,000 training
 images): the std ratio of the pruning threshold (the largest of a fixed list
 whose pruned model, before fine-tuning, stays within ``--tolerance`` points of
 the dense validation accuracy) and, with ``--strengths``, the strength (the
-largest whose fine-tuned validation accuracy stays within ``--tolerance``
-points of dense). The test split is read once per final model, at the end of
-its stage.
+point with the fewest nonzero weights, or MACs for Group-HS, whose fine-tuned
+validation accuracy stays within ``--tolerance`` points of dense). The test
+split is read once per final model, at the end of its stage.
 
 Stages:
 * ``dense``: Adam, cosine-decayed learning rate.
@@ -73,6 +73,8 @@ def parse(argv=None):
     p.add_argument("--ghs", type=float, default=1e-3)
     p.add_argument("--strengths", type=_floats, default=None,
                    help="hs/ghs: comma-separated strengths, one point each, chosen on validation")
+    p.add_argument("--head-factor", type=float, default=1.0,
+                   help="ghs: the attention layers' strength is this times the others'")
     p.add_argument("--tolerance", type=float, default=1.0, help="validation points a choice may cost")
     p.add_argument("--runs", type=int, default=500, help="timed TFLite invocations per round")
     p.add_argument("--rounds", type=int, default=9, help="interleaved latency rounds")
@@ -265,6 +267,10 @@ def train_point(args, out, method, strength, splits, name):
     dense = load_dense(out)
     reference = load(out, "dense")["validation_accuracy"]
     reg = (deephoyer_tf.GroupHoyerSquare if method == "ghs" else deephoyer_tf.HoyerSquare)(strength)
+    if method == "ghs" and args.head_factor != 1.0:
+        heads = deephoyer_tf.GroupHoyerSquare(strength * args.head_factor)
+        reg = {layer.name: heads if type(layer).__name__ == "MultiHeadAttention" else reg
+               for layer in dense.layers}
     model = deephoyer_tf.regularize(dense, reg, strict=True)
     keras.utils.set_random_seed(1)
     compile_(model, keras, 1e-3, steps(args, len(x), args.regularize_epochs))
@@ -278,7 +284,8 @@ def train_point(args, out, method, strength, splits, name):
     plain.fit(x, y, batch_size=args.batch_size, epochs=args.finetune_epochs, verbose=2,
               validation_data=(xv, yv))
     final = deephoyer_tf.strip_zero_masks(plain)
-    result = {"strength": float(strength), "std_ratio": ratio, **report_of(final),
+    result = {"strength": float(strength), "head_factor": args.head_factor if method == "ghs" else None,
+              "std_ratio": ratio, **report_of(final),
               "validation_accuracy": accuracy(final, xv, yv)}
     if method == "ghs":
         small = deephoyer_tf.shrink(final)
@@ -296,24 +303,36 @@ def train_point(args, out, method, strength, splits, name):
     return result, final
 
 
+def point_name(args, method, strength):
+    name = f"{method}-{strength:g}"
+    if method == "ghs" and args.head_factor != 1.0:
+        name += f"-h{args.head_factor:g}"
+    return name
+
+
 def stage_regularized(args, out, method):
+    """Trains the requested points (skipping those done), then chooses among every point.
+
+    Choice, on validation: among the points within ``--tolerance`` points of
+    the dense validation accuracy, the one with the fewest nonzero weights
+    (``hs``) or MACs (``ghs``); if none is within, the most accurate.
+    """
     started = time.time()
     splits = data(args)
-    strengths = args.strengths or [getattr(args, method)]
-    points = []
-    for s in strengths:
-        name = f"{method}-{s:g}"
+    for s in args.strengths or [getattr(args, method)]:
+        name = point_name(args, method, s)
         if (out / f"{name}.json").exists():
-            points.append(load(out, name))
             continue
         t0 = time.time()
         result, _ = train_point(args, out, method, s, splits, name)
         result["name"] = name
         save(out, name, result, t0)
-        points.append(result)
+    points = [json.loads(p.read_text()) for p in sorted(out.glob(f"{method}-*.json"))]
     reference = load(out, "dense")["validation_accuracy"]
     within = [p for p in points if p["validation_accuracy"] >= reference - args.tolerance / 100]
-    chosen = max(within, key=lambda p: p["strength"]) if within else max(points, key=lambda p: p["validation_accuracy"])
+    size = "macs" if method == "ghs" else "nonzero_weights"
+    chosen = (min(within, key=lambda p: p[size]) if within
+              else max(points, key=lambda p: p["validation_accuracy"]))
     import keras
 
     position_embedding_class(keras)
@@ -321,6 +340,7 @@ def stage_regularized(args, out, method):
     xt, yt = splits[4], splits[5]
     result = dict(chosen)
     result.update(chosen_from=[p["name"] for p in points], within_tolerance=bool(within),
+                  choice_rule=f"fewest {size} within {args.tolerance} validation points of dense",
                   test_accuracy=accuracy(final, xt, yt))
     save(out, method, result, started)
     return None
