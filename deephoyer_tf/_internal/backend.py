@@ -96,7 +96,22 @@ def require_tensorflow(what: str, instead: str | None = None) -> None:
     )
 
 
-def track_state(layer, variables) -> None:
+def retrace(model) -> None:
+    """Makes the next `fit` step (or the current one, mid-fit) retrace.
+
+    Keras 3 and tf_keras both call ``model.train_function`` at each step, so a
+    fresh function built by ``make_train_function(force=True)`` takes effect at
+    the next batch, even from a callback inside `fit`. On JAX the test
+    function is rebuilt too: under a `keras.distribution` its output layout
+    lists the model's state, which `track_state` may have grown.
+    """
+    if getattr(model, "train_function", None) is not None:
+        model.make_train_function(force=True)
+    if is_jax() and getattr(model, "test_function", None) is not None:
+        model.make_test_function(force=True)
+
+
+def track_state(layer, variables) -> bool:
     """Makes `variables` part of `layer`'s non-weight state, on JAX only.
 
     On JAX, `fit` passes the model's variables (`model.non_trainable_variables`
@@ -106,8 +121,14 @@ def track_state(layer, variables) -> None:
     `get_weights`, not saved; `layer.non_trainable_variables` lists them.
     A variable already tracked by `layer` is not added again. Nothing is done
     on the other backends, which read variables at every step.
+
+    Returns:
+        True when a variable was added (a compiled step of a model holding
+        `layer` must then be rebuilt: `retrace`).
     """
     if not is_jax():
-        return
+        return False
+    added = False
     for variable in variables:
-        private_api.track_non_weight_state(layer, variable)
+        added = private_api.track_non_weight_state(layer, variable) or added
+    return added

@@ -405,14 +405,15 @@ def track_non_weight_state(layer, variable):
     ``_seed_generators``; ``layer.variables`` (and so the state the JAX
     trainer passes into its compiled step) lists each one's ``.state``, while
     ``layer.weights``, `get_weights` and saving leave them out. The variable
-    goes in as such a state, once.
+    goes in as such a state, once. Returns True when it was added.
     """
     generators = getattr(layer, "_seed_generators", None)
     if not isinstance(generators, list):
         raise _missing("`_seed_generators`", layer)
     if any(getattr(g, "state", None) is variable for g in generators):
-        return
+        return False
     generators.append(_StateHolder(variable))
+    return True
 
 
 def sublayers(layer):

@@ -47,11 +47,15 @@ def track_strengths(model_or_layers: ModelLike | Iterable[LayerLike]) -> None:
     outside that state would keep, in the compiled step, the value it had when
     the step was traced. The variables are not weights: `get_weights`, configs
     and saved files are unchanged. A no-op on TensorFlow and PyTorch and for
-    tf_keras layers.
+    tf_keras layers. A model whose state grew gets its compiled step rebuilt
+    (under a `keras.distribution`, the step's layout lists the state).
     """
+    added = False
     for layer, regularizer in _layer_regularizers(model_or_layers):
         if not flavours.is_tf_keras(layer):
-            backend.track_state(layer, regularizer.strength_variables())
+            added = backend.track_state(layer, regularizer.strength_variables()) or added
+    if added and flavours.is_model(model_or_layers):
+        backend.retrace(model_or_layers)
 
 
 def strength_variables(model_or_layers: ModelLike | Iterable[LayerLike]) -> list[Any]:
@@ -69,6 +73,8 @@ def strength_variables(model_or_layers: ModelLike | Iterable[LayerLike]) -> list
         A list of distinct variables (`tf.Variable` on TensorFlow,
         `keras.Variable` on JAX and PyTorch), in layer order.
     """
+    if not hasattr(model_or_layers, "layers"):
+        model_or_layers = list(model_or_layers)  # read twice
     track_strengths(model_or_layers)
     seen, found = set(), []
     for regularizer in deephoyer_regularizers(model_or_layers):

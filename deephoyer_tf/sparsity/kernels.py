@@ -84,10 +84,10 @@ def retrace(model):
 
     Keras 3 and tf_keras both call ``model.train_function`` at each step, so a
     fresh function built by ``make_train_function(force=True)`` takes effect at
-    the next batch, even from a callback inside `fit`.
+    the next batch, even from a callback inside `fit`
+    (`deephoyer_tf._internal.backend.retrace`).
     """
-    if getattr(model, "train_function", None) is not None:
-        model.make_train_function(force=True)
+    backend.retrace(model)
 
 
 def strategy_scope(model):
