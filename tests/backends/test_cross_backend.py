@@ -1,8 +1,8 @@
-"""Across processes: JAX data parallel equals one device; a model trained on JAX exports on TF.
+"""Across processes: JAX data parallel equals one device; a model trained on JAX exports
+on TF; the MNIST example on this backend.
 
 Each test starts fresh Python processes (the Keras backend and JAX's device
-count are fixed at import), so they run from the TensorFlow suite and from
-the JAX one alike: marked slow, each runs in one of them only.
+count are fixed at import); each runs in one backend's suite only. Marked slow.
 """
 
 import json
@@ -18,7 +18,7 @@ from tests.helpers import backends
 
 BACKEND = keras.backend.backend()
 
-pytest.importorskip("jax")
+pytest.importorskip("jax")  # the training script below runs on JAX
 
 _TRAIN = r"""
 import json, sys
@@ -100,3 +100,17 @@ def test_a_model_trained_on_jax_exports_to_tflite_on_tensorflow(tmp_path):
         content = f.read()
     got = runtime.run(content, x, runtime.auto_op_resolver(content))
     np.testing.assert_allclose(got, y, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="tests/examples runs it on TensorFlow")
+def test_mnist_three_stages_example_holds_its_zeros_on_this_backend(mnist_dir):
+    script = os.path.join(backends.REPO, "examples", "mnist_three_stages.py")
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
+    result = subprocess.run(
+        [sys.executable, script, "--quick", "--data-dir", mnist_dir],
+        cwd=backends.REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "zeros held exactly through fine-tuning: True" in result.stdout
+    assert "Sparsity report" in result.stdout and "fc1" in result.stdout
