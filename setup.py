@@ -13,9 +13,11 @@ extras = {
     "plots": ["matplotlib"],
     "search": ["optuna>=5.0", "matplotlib"],  # deephoyer_tf.search, deephoyer-tf search
     "hub": ["keras-hub"],  # tests: a keras_hub backbone through the pipeline
+    "backends": ["jax", "torch"],  # Keras 3 on JAX and PyTorch (tests/backends)
 }
 extras["test"] = sorted(
-    {p for group in ("tfmot", "litert", "datasets", "plots", "search", "hub") for p in extras[group]}
+    {p for group in ("tfmot", "litert", "datasets", "plots", "search", "hub", "backends")
+     for p in extras[group]}
     | {"pytest", "ruff"}
 )
 extras["all"] = extras["test"]
