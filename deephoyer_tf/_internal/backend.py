@@ -111,6 +111,15 @@ def retrace(model) -> None:
         model.make_test_function(force=True)
 
 
+def is_traced(value) -> bool:
+    """True when `value` is a JAX tracer (a function is being traced by `jax.jit`)."""
+    if not is_jax():
+        return False
+    import jax
+
+    return isinstance(value, jax.core.Tracer)
+
+
 def track_state(layer, variables) -> bool:
     """Makes `variables` part of `layer`'s non-weight state, on JAX only.
 

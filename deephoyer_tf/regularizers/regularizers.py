@@ -22,6 +22,7 @@ Differentiable Scale-Invariant Sparsity Measures." ICLR 2020.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import keras
@@ -137,6 +138,7 @@ class _StrengthVariable:
 
     def __set__(self, instance, value):
         getattr(instance, self.slot).assign(_check_strength(value, self.name))
+        instance._warn_if_frozen(self.name)
 
 
 class DeepHoyerRegularizer(keras.regularizers.Regularizer):
@@ -164,7 +166,31 @@ class DeepHoyerRegularizer(keras.regularizers.Regularizer):
         raise NotImplementedError
 
     def __call__(self, x: TensorLike) -> Tensor:
-        return _scale(self._strength, self.measure(x))
+        return self._note_trace(_scale(self._strength, self.measure(x)))
+
+    # On JAX, a strength outside the model's state is a constant of the
+    # compiled step that read it: remember such a read, to warn when the
+    # strength is set afterwards (`track_strengths` sets `_tracked`).
+    _frozen = False
+    _tracked = False
+
+    def _note_trace(self, value):
+        if not self._tracked and backend.is_traced(value):
+            self._frozen = True
+        return value
+
+    def _warn_if_frozen(self, name):
+        if self._frozen and not self._tracked:
+            warnings.warn(
+                f"{type(self).__name__}.{name} was set on the JAX backend after a train "
+                "step was compiled with this regularizer's strength outside the model's "
+                "state: that step keeps the old value. Call "
+                "deephoyer_tf.strength_variables(model) once (it makes the strengths "
+                "part of the model's state; StrengthSchedule and ThresholdPruning do it), "
+                "then set the strength.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def strength_variables(self) -> list[Variable]:
         """The variables holding the strengths of this regularizer."""
@@ -263,6 +289,7 @@ class _GroupRegularizer(DeepHoyerRegularizer):
                 f"input_strength. Received: input_strength={value!r}"
             )
         self._input_strength.assign(_check_strength(value, "input_strength"))
+        self._warn_if_frozen("input_strength")
 
     def _group_measures(self, x, keep_axes_list):
         """The measure of `x` for each grouping in `keep_axes_list`, as a list."""
@@ -300,7 +327,7 @@ class _GroupRegularizer(DeepHoyerRegularizer):
             strength = self._strength if self.groups != "both" else self._input_strength
             term = _scale(strength, terms["inputs"])
             total = term if total is None else total + term
-        return total
+        return self._note_trace(total)
 
     def strength_variables(self) -> list[Variable]:
         if self._tied:

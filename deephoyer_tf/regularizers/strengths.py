@@ -52,8 +52,9 @@ def track_strengths(model_or_layers: ModelLike | Iterable[LayerLike]) -> None:
     """
     added = False
     for layer, regularizer in _layer_regularizers(model_or_layers):
-        if not flavours.is_tf_keras(layer):
+        if not flavours.is_tf_keras(layer) and backend.is_jax():
             added = backend.track_state(layer, regularizer.strength_variables()) or added
+            regularizer._tracked = True
     if added and flavours.is_model(model_or_layers):
         backend.retrace(model_or_layers)
 

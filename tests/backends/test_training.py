@@ -6,6 +6,8 @@ tests check, by the loss it produces and the weights it leaves, that what
 deephoyer_tf changes between steps takes effect there.
 """
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -208,3 +210,22 @@ def test_a_tf_keras_model_raises_a_clear_error():
     model = tf_keras.Sequential([tf_keras.Input((4,)), tf_keras.layers.Dense(2, name="d")])
     with pytest.raises(backend.BackendError, match=r"tf_keras \(Keras 2\) model .* KERAS_BACKEND=tensorflow"):
         deephoyer_tf.prune(model, threshold=0.1)
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="only JAX freezes untracked variables into its step")
+def test_setting_a_frozen_strength_warns_on_jax_and_tracking_fixes_it():
+    strength = 0.05
+    hs = deephoyer_tf.HoyerSquare(strength)
+    model = _model(hs)
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    x, y = _data()
+    hs.strength = strength  # before any step was compiled: no warning
+    first = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][0]
+    with pytest.warns(RuntimeWarning, match=r"HoyerSquare.strength was set on the JAX backend .* deephoyer_tf.strength_variables\(model\) once"):
+        hs.strength = 0.0
+    deephoyer_tf.strength_variables(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hs.strength = 0.0
+    second = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][0]
+    assert first - second == pytest.approx(_penalty(model, strength), rel=1e-4)
