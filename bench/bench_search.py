@@ -36,8 +36,13 @@ def main():
     parser.add_argument("--output", default="runs/bench-search")
     parser.add_argument("--storage", default=None)
     parser.add_argument("--tag", default="", help="suffix of the study names")
+    parser.add_argument("--plot-only", action="store_true", help="redraw the plot from summary.json")
     args = parser.parse_args()
     out = pathlib.Path(args.output)
+    if args.plot_only:
+        rows = json.loads((out / f"summary{args.tag}.json").read_text())
+        plot(rows, out / f"pareto-{args.model}{args.tag}.png", args.model, args.max_drop)
+        return
     out.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{(out / 'studies.db').resolve()}"
     walls = {}
@@ -90,10 +95,10 @@ def summarize(args, out, walls):
               chosen and {k: chosen[k] for k in ("number", "params", "validation_accuracy",
                                                   "nonzero_weights", "macs", "structure")}, flush=True)
     (out / f"summary{args.tag}.json").write_text(json.dumps(rows, indent=2))
-    plot(rows, out / f"pareto-{args.model}{args.tag}.png", args.model)
+    plot(rows, out / f"pareto-{args.model}{args.tag}.png", args.model, args.max_drop)
 
 
-def plot(rows, path, model):
+def plot(rows, path, model, max_drop):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,13 +110,14 @@ def plot(rows, path, model):
             if row["size_metric"] != metric:
                 continue
             front = sorted(row["pareto"], key=lambda t: t[metric])
-            ax.plot([t[metric] for t in front], [100 * t["validation_accuracy"] for t in front], "o-",
-                    color=f"C{i}", label=method)
+            ax.step([t[metric] for t in front], [100 * t["validation_accuracy"] for t in front], "o-",
+                    where="post", color=f"C{i}", label=method)
             if row["chosen"]:
                 c = row["chosen"]
                 ax.plot([c[metric]], [100 * c["validation_accuracy"]], "*", ms=14, color=f"C{i}")
         dense = next(iter(rows.values()))["dense_validation_accuracy"]
         ax.axhline(100 * dense, color="k", lw=0.8, ls=":", label="dense")
+        ax.axhline(100 * dense - max_drop, color="C3", lw=0.8, ls="--", label=f"dense - {max_drop:g}")
         ax.set_xscale("log")
         ax.set_xlabel("MACs" if metric == "macs" else "nonzero weights")
         ax.set_ylabel("validation accuracy (%)")
