@@ -229,3 +229,18 @@ def test_setting_a_frozen_strength_warns_on_jax_and_tracking_fixes_it():
         hs.strength = 0.0
     second = model.fit(x, y, batch_size=16, epochs=1, verbose=0).history["loss"][0]
     assert first - second == pytest.approx(_penalty(model, strength), rel=1e-4)
+
+
+def test_regularize_copies_with_penalties_equal_to_numpy():
+    from tests.helpers.hoyer_numpy import np_group_hs
+
+    dense = _model(None)
+    model = deephoyer_tf.regularize(dense, deephoyer_tf.GroupHoyerSquare(1e-2))
+    x, y = _data()
+    expected = sum(1e-2 * np_group_hs(model.get_layer(n).kernel.numpy(), "both") for n in ("fc1", "fc2"))
+    model(x)
+    total = sum(float(keras.ops.convert_to_numpy(loss)) for loss in model.losses)
+    assert total == pytest.approx(expected, rel=1e-5)
+    model.compile(keras.optimizers.SGD(0.0), "mse")
+    mse = float(np.mean((keras.ops.convert_to_numpy(model(x)) - y) ** 2))
+    assert model.evaluate(x, y, verbose=0) == pytest.approx(mse + expected, rel=1e-4)
