@@ -372,7 +372,9 @@ def stage_tfmot(args, out):
         return layer
 
     pruned = tf_keras.models.clone_model(model, clone_function=wrap)
-    pruned.set_weights(model.get_weights())
+    for layer in pruned.layers:  # the wrapped layers start from the dense weights too
+        inner = getattr(layer, "layer", layer)
+        inner.set_weights(model.get_layer(inner.name).get_weights())
     compile_(pruned, tf_keras, 1e-3, steps(args, len(x), epochs))
     pruned.fit(x, y, batch_size=args.batch_size, epochs=epochs, verbose=2, validation_data=(xv, yv),
                callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
