@@ -9,6 +9,10 @@ per configuration is reported with its ratio to the unregularized step.
 
     python bench/bench_regularizers.py --model lenet-5 --batch 128 --steps 20 --rounds 10
     python bench/bench_regularizers.py --model resnet50 --batch 8 --image-size 224 --steps 3 --rounds 3
+
+On another Keras backend: ``KERAS_BACKEND=jax python bench/bench_regularizers.py ...``
+(``jax`` or ``torch``; each backend in its own process, configurations
+interleaved within it).
 """
 
 import argparse
@@ -50,7 +54,9 @@ def prepare(args, config):
     model.compile(
         optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=args.model == "lenet-5"),
-        jit_compile=args.jit,
+        # "auto": Keras' default per backend (XLA off on a CPU-only TensorFlow,
+        # jax.jit on JAX, eager PyTorch).
+        jit_compile=True if args.jit else "auto",
     )
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch,) + shape).astype(np.float32)
@@ -85,7 +91,9 @@ def main():
             model.train_on_batch(x, y)
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
-    print(f"model={args.model} batch={args.batch} jit={args.jit} machine={platform.machine()} cpus={os.cpu_count()}")
+    jit = prepared["none"][0].jit_compile
+    print(f"model={args.model} batch={args.batch} backend={keras.backend.backend()} jit_compile={jit} "
+          f"machine={platform.machine()} cpus={os.cpu_count()}")
     print(f"{args.steps * args.rounds} steps per configuration, interleaved step by step. Median step "
           "time; CPU = process CPU time (all threads), less sensitive than wall time to other load.")
     print(f"{'regularizer':<18}{'wall ms':>10}{'ratio':>8}{'CPU ms':>10}{'ratio':>8}")
