@@ -11,6 +11,7 @@ from deephoyer_tf._internal import validation
 from deephoyer_tf.regularizers.channel_groups import ChannelGroups
 from deephoyer_tf.regularizers.regularizers import GroupHoyerSquare
 from deephoyer_tf.regularizers.regularizers import GroupLasso
+from deephoyer_tf.regularizers.strengths import strength_variables
 from deephoyer_tf.regularizers.transformer_groups import AxisGroups
 from deephoyer_tf.regularizers.transformer_groups import HeadGroups
 from deephoyer_tf.regularizers.transformer_groups import UnitGroups
@@ -149,6 +150,7 @@ def regularize(
     layers = {layer.name: layer for layer in flavours.flat_layers(clone)}
     for coupled, resolve in links:
         coupled.link(resolve(layers))
+    strength_variables(clone)  # on JAX: the strengths become model state (a no-op elsewhere)
     return clone
 
 

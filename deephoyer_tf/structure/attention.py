@@ -501,6 +501,7 @@ def describe_attention(op, sequence_length=None):
         live_macs = 0 if live_macs is not None else None
     nz_q = np.any(w["query"] != 0, axis=(1, 2))
     nz_o = np.any(w["output"] != 0, axis=(0, 1)).reshape(-1)
+    biases = [b.reshape(-1) for _, b in _weights(layer).values() if b is not None]
     return report.make_row(
         op.name,
         op.layer,
@@ -512,5 +513,6 @@ def describe_attention(op, sequence_length=None):
         heads=n_heads,
         live_heads=int(live.heads.sum()),
         tokens=t,
+        biases=np.concatenate(biases) if biases else np.zeros(0),
     )
 

@@ -445,17 +445,8 @@ def _row(name, layer, live_in, live_out, in_shape, out_shape, sequence_length=No
 
 
 def _biases(layer):
-    """The bias values of `layer` (of every projection of an attention layer), flat."""
+    """The bias values of `layer`, flat (``bias`` with ``use_bias`` or ``bias_axes``)."""
     inner = unwrap(layer)
-    if registry.entry_for(inner) is not None and registry.entry_for(inner).name == "MultiHeadAttention":
-        from deephoyer_tf.structure import attention
-
-        parts = [
-            np.asarray(sub.bias.numpy()).reshape(-1)
-            for sub in attention.attention_projections(inner).values()
-            if getattr(sub, "bias", None) is not None
-        ]
-        return np.concatenate(parts) if parts else np.zeros(0)
     use_bias = getattr(inner, "use_bias", None)
     if use_bias is None:  # EinsumDense: a bias when it has bias_axes
         use_bias = bool(getattr(inner, "bias_axes", None))
@@ -464,14 +455,15 @@ def _biases(layer):
 
 
 def make_row(name, layer, kernels, live_in, live_out, *, dense_macs, macs, heads=None,
-             live_heads=None, tokens=None) -> LayerReport:
+             live_heads=None, tokens=None, biases=None) -> LayerReport:
     """A `LayerReport` from a layer's kernel values and the liveness of its units.
 
     For registry `describe` functions (rows of layers the graph does not
-    follow, such as attention).
+    follow, such as attention); `biases`, the layer's bias values, default
+    to its ``bias`` weight.
     """
     type_ = graph_lib.type_name(layer)
-    bias = _biases(layer)
+    bias = _biases(layer) if biases is None else np.asarray(biases).reshape(-1)
     kernel_shape = (
         tuple(kernels[0].shape) if len(kernels) == 1 else tuple(tuple(k.shape) for k in kernels)
     )
