@@ -299,6 +299,9 @@ def run(
             trial.set_user_attr("error", str(e)[:500])
             _remove_tree(backup)
             raise
+        except optuna.TrialPruned:  # stopped for good: its backups are of no use
+            _remove_tree(backup)
+            raise
         path = output / "models" / f"trial-{trial.number}.keras"
         path.parent.mkdir(parents=True, exist_ok=True)
         model.save(path)
