@@ -207,6 +207,7 @@ def test_each_epoch_reports_the_validation_error_to_the_pruner(tmp_path, dense):
     assert list(frozen.intermediate_values) == [0]
     assert frozen.intermediate_values[0] == pytest.approx(1.0 - frozen.user_attrs["pruned_validation_accuracy"])
     assert result.chosen is None and result.pareto == []
+    assert not list((tmp_path / "out").glob("backups/*"))  # a pruned trial leaves no backup behind
 
 
 @pytest.mark.slow
