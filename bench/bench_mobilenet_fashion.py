@@ -31,6 +31,14 @@ points. Then one point is chosen and only its test accuracy is read, into
   Group-HS's chosen MACs (``ghs-sweep.json``, else ``ghs.json``), for the
   comparison at equal MACs. MACs, not accuracy, decide.
 
+The benchmark in BENCHMARKS.md ran (after ``dense`` and ``hs``)::
+
+    B="python bench/bench_mobilenet_fashion.py --regularize-epochs 5 --finetune-epochs 2"
+    $B --stage ghs --strengths 1e-3,2e-3,4e-3,8e-3
+    $B --stage tfmot; $B --stage smp
+    $B --stage gl --strengths 1e-4,5e-3,1e-2,2e-2
+    $B --stage latency --rounds 41 --runs 2000; $B --stage table
+
 Where ``<stage>-sweep.json`` exists, the later stages (``smp``, ``latency``,
 ``table``) use its chosen point in place of ``<stage>.json``.
 
@@ -470,12 +478,14 @@ def stage_latency(args, out):
         if (out / f"{m}-sweep.json").exists():
             for point in infos[m]["points"]:
                 infos[point["name"]] = load(out, point["name"])
-    times = {name: [] for name in infos}
+    files = {info["tflite"]: info["op_resolver"] for info in infos.values()}  # a chosen point is timed once
+    by_file = {path: [] for path in files}
     for _ in range(args.rounds):  # interleaved rounds: the machine's load hits every file alike
-        for name, info in infos.items():
-            t = deephoyer_tf.tflite_latency(info["tflite"], runs=args.runs, warmup=100, num_threads=1,
-                                            op_resolver=info["op_resolver"])
-            times[name].append(t.median_s)
+        for path, resolver in files.items():
+            t = deephoyer_tf.tflite_latency(path, runs=args.runs, warmup=100, num_threads=1,
+                                            op_resolver=resolver)
+            by_file[path].append(t.median_s)
+    times = {name: by_file[info["tflite"]] for name, info in infos.items()}
     result = {name: float(np.median(v)) for name, v in times.items()}
     result["dense_over"] = {name: float(np.median(np.array(times["dense"]) / np.array(v)))
                             for name, v in times.items()}
