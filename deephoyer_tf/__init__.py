@@ -21,6 +21,7 @@ Importing this package imports neither tf_keras nor
 """
 
 from deephoyer_tf._internal import tf_keras_faces as _tf_keras_faces
+from deephoyer_tf._internal.backend import BackendError
 from deephoyer_tf._version import __version__
 from deephoyer_tf.callbacks import SparsitySummaries
 from deephoyer_tf.callbacks import StrengthSchedule
@@ -68,6 +69,7 @@ def __getattr__(name):
     raise AttributeError(f"module 'deephoyer_tf' has no attribute {name!r}")
 
 __all__ = [
+    "BackendError",
     "DeepHoyerRegularizer",
     "GatherUnits",
     "GroupHoyerSquare",
