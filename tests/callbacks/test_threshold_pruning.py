@@ -245,6 +245,7 @@ def test_argument_errors(kwargs, error, message):
         deephoyer_tf.ThresholdPruning(**kwargs)
 
 
+@pytest.mark.slow
 def test_handed_to_another_models_fit_it_prunes_that_model():
     pruner = deephoyer_tf.ThresholdPruning(at_epoch=1, threshold=0.3)
     x = np.random.default_rng(0).normal(size=(32, 6)).astype("float32")

@@ -214,6 +214,7 @@ def test_zero_kernel_trains_without_nan():
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", [keras, tf_keras], ids=["keras3", "tf_keras"])
 def test_mirrored_strategy_training_matches_one_device(module, two_cpus):
     """Penalties under MirroredStrategy: same losses and weights as on one device."""

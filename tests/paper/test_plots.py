@@ -192,6 +192,7 @@ def test_pareto_errors(runs, tmp_path):
 # --- command line -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_plot_command_line(runs, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     reproduce.save_stages(tmp_path / "run" / "stages.npz", make_stages())

@@ -113,6 +113,7 @@ def test_regularize_couples_each_depthwise_channel_with_its_readers(module):
     assert sum(float(v) for v in regularized.losses) == 0.0
 
 
+@pytest.mark.slow
 def test_training_with_channel_groups_kills_whole_channels_and_shrink_removes_them():
     keras.utils.set_random_seed(0)
     model = deephoyer_tf.regularize(_mobile_block(keras), deephoyer_tf.GroupHoyerSquare(3e-2))

@@ -36,6 +36,7 @@ class _NoTest:
         raise AssertionError("the search read the test labels")
 
 
+@pytest.mark.slow
 def test_the_search_never_reads_the_test_split(tmp_path, monkeypatch):
     splits = _NoTest()
     requested = []

@@ -176,6 +176,7 @@ def test_shrunk_model_saves_and_loads(module, tmp_path):
     assert isinstance(_gather(loaded), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
 def test_resnet50_with_dead_filters_keeps_outputs(module):
     model = _nets.resnet50_with_dead_filters(module)

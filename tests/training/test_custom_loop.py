@@ -102,6 +102,7 @@ def cached_train(module, route, devices=None):
     [(keras, "fit"), (keras, "fit_custom"), (tf_keras, "fit")],
     ids=["keras3-fit", "keras3-fit_custom", "tf_keras-fit"],
 )
+@pytest.mark.slow
 def test_mirrored_matches_one_device(two_cpus, module, route):
     one_losses, one_weights = cached_train(module, route)
     two_losses, two_weights = cached_train(module, route, two_cpus)
