@@ -14,6 +14,7 @@ from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import validation
 from deephoyer_tf.callbacks.base import Callback
 from deephoyer_tf.regularizers import measures
+from deephoyer_tf.structure import attention
 from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import liveness
 from deephoyer_tf.structure import registry
@@ -205,7 +206,7 @@ def _kernels_and_penalty(layer):
         regularizer = getattr(variable, "regularizer", None) or getattr(
             inner, spec.regularizer_attribute, None
         )
-        if regularizer is None and registry.layer_type(inner) == "MultiHeadAttention":
+        if regularizer is None and attention.is_attention(inner):
             regularizer = private_api.attention_regularizer(inner)
         if regularizer is not None:
             # the variable itself: penalties spanning several kernels recognise it

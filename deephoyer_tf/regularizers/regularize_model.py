@@ -141,7 +141,7 @@ def regularize(
         layers = flavours.flat_layers(model)
         if any(_depthwise_spec(layer) for layer in layers):
             plan.channel_readers = _channel_readers(model)
-        if any(_is_attention(layer) for layer in layers):
+        if any(attention.is_attention(layer) for layer in layers):
             plan.unit_readers = _unit_readers(model)
             plan.covered = {r for names in plan.unit_readers.values() for r in names}
     links = []
@@ -168,7 +168,7 @@ def _regularize_nested(clone, chooser, types, links):
         regularizer = chooser.get(layer.name) if isinstance(chooser, dict) else chooser
         if regularizer is None:
             continue
-        if _is_attention(layer):
+        if attention.is_attention(layer):
             if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
                 num_heads = private_api.attention_settings(layer)[0]
                 regularizer = HeadGroups.from_group_regularizer(regularizer, num_heads)
@@ -191,11 +191,6 @@ class _GroupPlan:
         self.channel_readers = {}  # depthwise layer name -> reader names
         self.unit_readers = {}  # feed-forward writer name -> reader names (transformers)
         self.covered = set()  # readers whose inputs a writer's UnitGroups already groups
-
-
-def _is_attention(layer):
-    entry = registry.entry_for(layer)
-    return entry is not None and entry.cutter is attention.cut_attention
 
 
 def _input_kernels(names):
@@ -331,7 +326,7 @@ def _attention_copy(layer, regularizer, bias_regularizer, plan, links):
 def _group_adapted(layer, spec, regularizer, plan, links):
     """The group regularizer for one kernel of `layer`, or None to leave it unregularized."""
     name = layer.name
-    if _is_attention(layer):
+    if attention.is_attention(layer):
         num_heads = private_api.attention_settings(layer)[0]
         heads = HeadGroups.from_group_regularizer(regularizer, num_heads)
         links.append((heads, _head_kernels(name)))
@@ -376,7 +371,7 @@ def _clone_with_regularizers(model, chooser, bias_regularizer, types, plan, link
             regularizer = chooser.get(layer.name) if isinstance(chooser, dict) else chooser
         if regularizer is None:
             return type(layer).from_config(layer.get_config())
-        if _is_attention(layer):
+        if attention.is_attention(layer):
             return _attention_copy(layer, regularizer, bias_regularizer, plan, links)
         new = type(layer).from_config(layer.get_config())
         for spec in registry.kernel_specs(layer):

@@ -43,6 +43,7 @@ from typing import Tuple
 import numpy as np
 
 from deephoyer_tf._internal import private_api
+from deephoyer_tf.structure import registry
 from deephoyer_tf.structure.registry import KernelSpec
 from deephoyer_tf.structure.registry import unwrap
 
@@ -290,6 +291,12 @@ ATTENTION_KERNELS = tuple(
                "kernel_regularizer", "einsum")
     for role in _ROLES
 )
+
+
+def is_attention(layer: LayerLike) -> bool:
+    """`layer` (or a TFMOT wrapper of it) is handled as a `MultiHeadAttention`."""
+    entry = registry.entry_for(layer)
+    return entry is not None and entry.specs is attention_specs
 
 
 def attention_flow(layer: LayerLike) -> str:
