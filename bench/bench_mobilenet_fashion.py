@@ -70,7 +70,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -80,6 +79,14 @@ import numpy as np  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from common import accuracy  # noqa: E402
+from common import compile_  # noqa: E402
+from common import export  # noqa: E402
+from common import load  # noqa: E402
+from common import save  # noqa: E402
+from common import steps  # noqa: E402
+from common import without_penalties  # noqa: E402
 
 STAGES = ("dense", "ghs", "hs", "gl", "smp", "tfmot", "latency", "table")
 KERNEL_TYPES = ["Conv2D", "DepthwiseConv2D", "Dense"]
@@ -158,49 +165,12 @@ def build(module, args):
     return model
 
 
-def compile_(model, module, lr, steps):
-    schedule = module.optimizers.schedules.CosineDecay(lr, max(steps, 1))
-    model.compile(
-        optimizer=module.optimizers.Adam(schedule),
-        loss=module.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-
-
-def accuracy(model, x, y):
-    logits = model.predict(x, batch_size=1000, verbose=0)
-    return float(np.mean(np.argmax(logits, -1) == y))
-
-
-def steps(args, n, epochs):
-    return epochs * int(np.ceil(n / args.batch_size))
-
-
 def report_of(model):
     import deephoyer_tf
 
     r = deephoyer_tf.sparsity_report(model)
     return {"nonzero_weights": r.nonzero_weights, "total_weights": r.total_weights,
             "macs": r.macs, "dense_macs": r.dense_macs, "params": int(model.count_params())}
-
-
-def load(out, stage):
-    return json.loads((out / f"{stage}.json").read_text())
-
-
-def save(out, stage, result, started):
-    result.update(stage=stage, wall_seconds=round(time.time() - started, 1),
-                  date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {os.cpu_count()} cores",
-                  command=" ".join([sys.executable.split("/")[-1]] + sys.argv))
-    (out / f"{stage}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2), flush=True)
-
-
-def export(model, path, sparse):
-    import deephoyer_tf
-
-    result = deephoyer_tf.export_tflite(model, path, sparse=sparse)
-    return {"tflite": str(path), "tflite_bytes": result.size_bytes, "op_resolver": result.op_resolver}
 
 
 def stage_dense(args, out):
@@ -248,16 +218,6 @@ def finetune(model, x, y, xv, yv, args, epochs):
     return deephoyer_tf.strip_zero_masks(model)
 
 
-def _without_penalties(model):
-    import keras
-
-    from deephoyer_tf.paper import reproduce
-
-    plain = keras.models.clone_model(model, clone_function=reproduce._without_regularizers)
-    plain.set_weights(model.get_weights())
-    return plain
-
-
 def _regularizer(method, strength):
     import deephoyer_tf
 
@@ -286,7 +246,7 @@ def train_point(args, out, method, strength, splits, name):
     model.fit(x, y, batch_size=args.batch_size, epochs=args.regularize_epochs, verbose=2,
               validation_data=(xv, yv),
               callbacks=[deephoyer_tf.StrengthSchedule.linear_warmup(2)])
-    plain = _without_penalties(model)
+    plain = without_penalties(model)
     ratio = choose_ratio(plain, xv, yv, reference, args.tolerance, print)
     deephoyer_tf.prune(plain, std_ratio=ratio, layer_types=KERNEL_TYPES)
     final = finetune(plain, x, y, xv, yv, args, args.finetune_epochs)

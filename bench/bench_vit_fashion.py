@@ -40,7 +40,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -50,6 +49,14 @@ import numpy as np  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from common import accuracy  # noqa: E402
+from common import compile_  # noqa: E402
+from common import export  # noqa: E402
+from common import load  # noqa: E402
+from common import save  # noqa: E402
+from common import steps  # noqa: E402
+from common import without_penalties  # noqa: E402
 
 STAGES = ("dense", "hs", "ghs", "tfmot", "latency", "table")
 RATIOS = (1.0, 0.75, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02)
@@ -161,21 +168,6 @@ def data(args):
     return x, y, d.x_val, d.y_val, d.x_test, d.y_test
 
 
-def compile_(model, module, lr, steps):
-    schedule = module.optimizers.schedules.CosineDecay(lr, max(steps, 1))
-    model.compile(optimizer=module.optimizers.Adam(schedule),
-                  loss=module.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
-
-
-def steps(args, n, epochs):
-    return epochs * int(np.ceil(n / args.batch_size))
-
-
-def accuracy(model, x, y):
-    return float(np.mean(np.argmax(model.predict(x, batch_size=1000, verbose=0), -1) == y))
-
-
 def report_of(model):
     import deephoyer_tf
 
@@ -186,25 +178,6 @@ def report_of(model):
             "macs": r.macs, "dense_macs": r.dense_macs, "live_heads": r.live_heads,
             "heads": r.heads, "heads_by_layer": attention, "mlp_units": mlp,
             "params": int(model.count_params())}
-
-
-def load(out, stage):
-    return json.loads((out / f"{stage}.json").read_text())
-
-
-def save(out, stage, result, started):
-    result.update(stage=stage, wall_seconds=round(time.time() - started, 1),
-                  date=time.strftime("%Y-%m-%d"), machine=f"{platform.machine()}, {os.cpu_count()} cores",
-                  command=" ".join(["python"] + sys.argv))
-    (out / f"{stage}.json").write_text(json.dumps(result, indent=2))
-    print(json.dumps(result, indent=2), flush=True)
-
-
-def export(model, path, sparse):
-    import deephoyer_tf
-
-    result = deephoyer_tf.export_tflite(model, path, sparse=sparse)
-    return {"tflite": str(path), "tflite_bytes": result.size_bytes, "op_resolver": result.op_resolver}
 
 
 def load_dense(out):
@@ -247,16 +220,6 @@ def choose_ratio(model, xv, yv, reference, tolerance):
     return RATIOS[-1]
 
 
-def _without_penalties(model):
-    import keras
-
-    from deephoyer_tf.paper import reproduce
-
-    plain = keras.models.clone_model(model, clone_function=reproduce._without_regularizers)
-    plain.set_weights(model.get_weights())
-    return plain
-
-
 def train_point(args, out, method, strength, splits, name):
     """Regularize, choose the std ratio, prune, fine-tune (and shrink for ghs); save `name`.*"""
     import keras
@@ -276,7 +239,7 @@ def train_point(args, out, method, strength, splits, name):
     compile_(model, keras, 1e-3, steps(args, len(x), args.regularize_epochs))
     model.fit(x, y, batch_size=args.batch_size, epochs=args.regularize_epochs, verbose=2,
               validation_data=(xv, yv), callbacks=[deephoyer_tf.StrengthSchedule.linear_warmup(2)])
-    plain = _without_penalties(model)
+    plain = without_penalties(model)
     ratio = choose_ratio(plain, xv, yv, reference, args.tolerance)
     deephoyer_tf.prune(plain, std_ratio=ratio)
     deephoyer_tf.fix_zeros(plain)
