@@ -37,7 +37,12 @@ def _reproduce(args):
         with open(args.match, encoding="utf-8") as f:
             matched = json.load(f)
         overrides["target_sparsity"] = 1.0 - matched["nonzero_weights"] / matched["total_weights"]
-    recipe = reproduce.recipe_for(args.model, args.method, args.quick, **overrides)
+    overrides.update({
+        "inputs": args.inputs,
+        "regularize_schedule": args.regularize_schedule,
+        "biases": args.biases,
+    })
+    recipe = reproduce.recipe_for(args.model, args.method, args.quick, name=args.recipe, **overrides)
     output = args.output or os.path.join("runs", f"{args.model}-{args.method}")
     results = reproduce.run(
         args.model, args.method, data_dir=args.data_dir, output=output,
@@ -166,6 +171,18 @@ def build_parser():
                    "(default $DEEPHOYER_CACHE_DIR or ~/.cache/deephoyer_tf)")
     p.add_argument("--quick", action="store_true", help="tiny budget: a smoke run in minutes")
     p.add_argument("--plots", action="store_true", help="write weight histograms to the output folder")
+    p.add_argument("--recipe", choices=["default", "authors"], default="default",
+                   help="default: this package's protocol; authors: the authors' public code "
+                   "(pixels / 255, Adam 1e-3 constant, batch 100, 250 + 250 + 50 epochs, biases "
+                   "regularized and pruned, Table 7's strength and std ratio), which also records the "
+                   "best test accuracy over the fine-tuning, as the authors report it (default: default)")
+    p.add_argument("--inputs", choices=["standardize", "unit"],
+                   help="input scaling: (pixel - mean) / std, or pixel / 255 (default: the recipe's)")
+    p.add_argument("--regularize-schedule", choices=["constant", "cosine"],
+                   help="learning rate of the regularized training (default: the recipe's)")
+    p.add_argument("--biases", action=argparse.BooleanOptionalAction, default=None,
+                   help="also regularize (element-wise methods) and prune the biases "
+                   "(default: the recipe's)")
     p.add_argument("--strength", type=float, help="regularization strength")
     p.add_argument("--std-ratio", type=float, help="fixed pruning threshold, in std of each kernel "
                    "(default: chosen on the validation split)")
