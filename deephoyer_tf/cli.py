@@ -6,6 +6,7 @@
     deephoyer-tf search {lenet-300-100,lenet-5} --method M --trials N [--storage URL] [--study-name NAME]
                  [--output DIR] [--max-drop POINTS] [--per-layer] [--quick] [--data-dir DIR] ...
     deephoyer-tf report MODEL.keras [--json]
+    deephoyer-tf evaluate MODEL.keras [--dataset {mnist,fashion-mnist}] [--data-dir DIR] [--split test]
     deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}]
     deephoyer-tf plot {histograms,descent,pareto} ...
 """
@@ -145,6 +146,26 @@ def _export(args):
     return 0
 
 
+def _evaluate(args):
+    from deephoyer_tf.paper import evaluate
+
+    if not os.path.exists(args.model):
+        print(f"deephoyer-tf evaluate: no such file: {args.model}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
+                                   split=args.split)
+    except ValueError as error:
+        print(f"deephoyer-tf evaluate: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.model}: {args.split} accuracy {result['accuracy']:.2%} on {result['examples']:,} "
+          f"{args.dataset} images; {result['nonzero_weights']:,} of {result['total_weights']:,} "
+          f"weights nonzero (+ {result['nonzero_biases']:,} of {result['total_biases']:,} biases); "
+          f"{result['macs']:,} MACs; structure {result['structure']}")
+    print(json.dumps(result))
+    return 0
+
+
 def _plot(args):
     from deephoyer_tf.paper import plots
 
@@ -236,6 +257,18 @@ def build_parser():
     p.add_argument("--quantize", choices=["dynamic", "int8"], help="quantization (int8 needs data)")
     p.add_argument("--representative-data", help="int8: a .npy file of typical inputs")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("evaluate", help="accuracy, nonzero weights and MACs of a saved model "
+                       "(JSON on the last line)")
+    p.add_argument("model", help="a .keras file that takes raw pixels (0 to 255) and starts with its "
+                   "own Rescaling or Normalization layer, as reproduce saves them")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+                   help="default: mnist")
+    p.add_argument("--data-dir", help="folder of the dataset's *-ubyte.gz files (default: "
+                   "$DEEPHOYER_DATA_DIR or $DEEPHOYER_FASHION_DATA_DIR, else download)")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test",
+                   help="val: the last 5,000 training images (default: test)")
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("plot", help="the paper's figures from runs")
     p.set_defaults(func=_plot)
