@@ -44,6 +44,7 @@ import time
 import keras
 import numpy as np
 
+from deephoyer_tf._internal import loading
 from deephoyer_tf._internal import validation
 from deephoyer_tf.callbacks.strength_schedule import StrengthSchedule
 from deephoyer_tf.paper import datasets
@@ -255,7 +256,7 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
     path = pathlib.Path(cache_dir) / f"{key}.keras"
     if path.exists():
         log(f"[pretrain] reusing {path}")
-        return keras.models.load_model(path), 0
+        return loading.load_model(path), 0
     keras.utils.set_random_seed(recipe.seed)
     model = build_model(model_name)
     steps = recipe.pretrain_epochs * int(np.ceil(len(x) / recipe.batch_size))
