@@ -5,9 +5,9 @@
                  [--std-ratio R] [--strength S] ...
     deephoyer-tf search {lenet-300-100,lenet-5} --method M --trials N [--storage URL] [--study-name NAME]
                  [--output DIR] [--max-drop POINTS] [--per-layer] [--quick] [--data-dir DIR] ...
-    deephoyer-tf report MODEL.keras [--json]
-    deephoyer-tf evaluate MODEL.keras [--dataset {mnist,fashion-mnist}] [--data-dir DIR] [--split test]
-    deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}]
+    deephoyer-tf report MODEL.keras [--json] [--unsafe]
+    deephoyer-tf evaluate MODEL.keras [--dataset {mnist,fashion-mnist}] [--data-dir DIR] [--split test] [--unsafe]
+    deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}] [--unsafe]
     deephoyer-tf plot {histograms,descent,pareto} ...
 """
 
@@ -88,21 +88,18 @@ def _search(args):
     return 0
 
 
-def _load_any(path):
-    """Loads a `.keras`/`.h5` model with Keras 3, else with tf_keras."""
-    import keras
+_UNSAFE_HELP = ("load the model even if the file holds code (a Lambda layer, a serialized function, "
+                "a module outside Keras): that code then runs with your rights; only for files you trust")
+
+
+def _load_any(path, unsafe=False):
+    """Loads a `.keras`/`.h5` model (Keras 3, else tf_keras), refusing code unless `unsafe`."""
+    from deephoyer_tf._internal import loading
 
     try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as keras3_error:  # noqa: BLE001 - try the other flavour
-        try:
-            import tf_keras
-        except ImportError:
-            raise keras3_error from None
-        try:
-            return tf_keras.models.load_model(path, compile=False)
-        except Exception as tf_keras_error:
-            raise keras3_error from tf_keras_error
+        return loading.load_model(path, compile=False, safe_mode=not unsafe)
+    except loading.UnsafeModelError as error:
+        raise SystemExit(f"deephoyer-tf: {error}") from None
 
 
 def _report(args):
@@ -111,7 +108,7 @@ def _report(args):
     if not os.path.exists(args.model):
         print(f"deephoyer-tf report: no such file: {args.model}", file=sys.stderr)
         return 2
-    result = report.sparsity_report(_load_any(args.model))
+    result = report.sparsity_report(_load_any(args.model, args.unsafe))
     print(json.dumps(result.to_dict(), indent=2) if args.json else result)
     return 0
 
@@ -122,7 +119,7 @@ def _export(args):
     if not os.path.exists(args.model):
         print(f"deephoyer-tf export: no such file: {args.model}", file=sys.stderr)
         return 2
-    model = _load_any(args.model)
+    model = _load_any(args.model, args.unsafe)
     if args.shrink:
         from deephoyer_tf.structure import surgery
 
@@ -153,8 +150,8 @@ def _evaluate(args):
         print(f"deephoyer-tf evaluate: no such file: {args.model}", file=sys.stderr)
         return 2
     try:
-        result = evaluate.evaluate(args.model, dataset=args.dataset, data_dir=args.data_dir,
-                                   split=args.split)
+        result = evaluate.evaluate(_load_any(args.model, args.unsafe), dataset=args.dataset,
+                                   data_dir=args.data_dir, split=args.split)
     except ValueError as error:
         print(f"deephoyer-tf evaluate: {error}", file=sys.stderr)
         return 2
@@ -247,6 +244,7 @@ def build_parser():
     p = sub.add_parser("report", help="print the sparsity table of a saved model")
     p.add_argument("model", help="a .keras or .h5 file")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
     p.set_defaults(func=_report)
 
     p = sub.add_parser("export", help="export a saved model to TFLite (sparse by default)")
@@ -256,6 +254,7 @@ def build_parser():
     p.add_argument("--dense", action="store_true", help="store weights densely")
     p.add_argument("--quantize", choices=["dynamic", "int8"], help="quantization (int8 needs data)")
     p.add_argument("--representative-data", help="int8: a .npy file of typical inputs")
+    p.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
     p.set_defaults(func=_export)
 
     p = sub.add_parser("evaluate", help="accuracy, nonzero weights and MACs of a saved model "
@@ -268,6 +267,7 @@ def build_parser():
                    "$DEEPHOYER_DATA_DIR or $DEEPHOYER_FASHION_DATA_DIR, else download)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test",
                    help="val: the last 5,000 training images (default: test)")
+    p.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("plot", help="the paper's figures from runs")

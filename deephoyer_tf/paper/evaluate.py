@@ -13,6 +13,7 @@ import os
 import keras
 import numpy as np
 
+from deephoyer_tf._internal import loading
 from deephoyer_tf._internal import validation
 from deephoyer_tf.paper import datasets
 from deephoyer_tf.paper import preprocessing
@@ -22,11 +23,11 @@ SPLITS = ("train", "val", "test")
 _PREPROCESSING_TYPES = ("Rescaling", "Normalization")
 
 
-def load(path):
-    """Loads a `.keras` model with Keras' safe mode (no code from the file runs)."""
+def load(path, safe_mode=True):
+    """Loads a model with the package's loader: no code from the file runs unless `safe_mode=False`."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"No such model file: {path}")
-    return keras.models.load_model(path, compile=False, safe_mode=True)
+    return loading.load_model(path, compile=False, safe_mode=safe_mode)
 
 
 def has_preprocessing(model):
@@ -35,14 +36,15 @@ def has_preprocessing(model):
     return bool(layers) and type(layers[0]).__name__ in _PREPROCESSING_TYPES
 
 
-def evaluate(model, dataset="mnist", data_dir=None, split="test", batch_size=1000):
+def evaluate(model, dataset="mnist", data_dir=None, split="test", batch_size=1000, safe_mode=True):
     """Accuracy on one split, nonzero weights, MACs and structure of `model`.
 
     Args:
         model: a Keras 3 model taking raw pixels of shape ``(28, 28, 1)``
             (float, 0 to 255) and starting with its own `Rescaling` or
             `Normalization` layer, or the path of a `.keras` file of one
-            (loaded with ``safe_mode=True``).
+            (loaded with `deephoyer_tf.load_model`, which refuses a file
+            holding code unless ``safe_mode=False``).
         dataset: ``"mnist"`` or ``"fashion-mnist"``.
         data_dir: folder of the dataset's IDX files (default: the dataset's
             environment variable, else a download).
@@ -62,7 +64,7 @@ def evaluate(model, dataset="mnist", data_dir=None, split="test", batch_size=100
     validation.check_choice(dataset, "dataset", datasets.DATASETS)
     validation.check_choice(split, "split", SPLITS)
     if isinstance(model, (str, os.PathLike)):
-        model = load(model)
+        model = load(model, safe_mode=safe_mode)
     if not has_preprocessing(model):
         raise ValueError(
             f"Invalid value for argument `model`: model {model.name!r} does not start with a "

@@ -44,6 +44,7 @@ import time
 import keras
 import numpy as np
 
+from deephoyer_tf._internal import loading
 from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import validation
 from deephoyer_tf.callbacks.strength_schedule import StrengthSchedule
@@ -52,9 +53,9 @@ from deephoyer_tf.paper import models as models_lib
 from deephoyer_tf.paper import preprocessing
 from deephoyer_tf.regularizers import regularizers
 from deephoyer_tf.regularizers.regularize_model import regularize
+from deephoyer_tf.sparsity import zero_mask
 from deephoyer_tf.sparsity.fixed_zeros import fix_zeros
 from deephoyer_tf.sparsity.fixed_zeros import strip_zero_masks
-from deephoyer_tf.sparsity import zero_mask
 from deephoyer_tf.sparsity.thresholding import prune
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure import report as report_lib
@@ -341,7 +342,7 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
     path = pathlib.Path(cache_dir) / f"{key}.keras"
     if path.exists():
         log(f"[pretrain] reusing {path}")
-        return keras.models.load_model(path, safe_mode=True), 0
+        return loading.load_model(path), 0
     keras.utils.set_random_seed(recipe.seed)
     model = build_model(model_name, init=recipe.init, seed=recipe.seed)
     _compile(model, recipe.learning_rate, decay_steps=_decay_steps(

@@ -228,3 +228,16 @@ def test_reproduce_authors_quick_records_both_accuracies_and_evaluates_to_them(t
     assert evaluated["accuracy"] == pytest.approx(results["test_accuracy"], abs=1e-4)
     for key in ("nonzero_weights", "nonzero_biases", "macs", "structure"):
         assert evaluated[key] == results[key]
+
+
+def test_evaluate_runs_no_code_from_the_model_file(tmp_path, mnist_dir, capsys):
+    marker = tmp_path / "marker"
+    model = keras.Sequential([
+        keras.Input((28, 28, 1)), keras.layers.Rescaling(1 / 255),
+        keras.layers.Lambda(eval(f"lambda t: (open({str(marker)!r}, 'w'), t)[1]")),  # noqa: S307
+        keras.layers.Flatten(), keras.layers.Dense(10)])
+    marker.unlink(missing_ok=True)
+    model.save(tmp_path / "evil.keras")
+    with pytest.raises(SystemExit, match="Lambda"):
+        cli.main(["evaluate", str(tmp_path / "evil.keras"), "--data-dir", mnist_dir])
+    assert not marker.exists()
