@@ -104,6 +104,7 @@ class Recipe:
     biases: bool = False  # the penalty on biases too, and biases pruned (per tensor)
     finetune_weight_decay: float = 0.0  # L2 added to the gradient, as torch Adam's weight_decay
     select_average_epochs: int = 1  # selection: validation accuracy averaged over the last N epochs
+    select_screen_drop: float = None  # selection: skip the fine-tune of a ratio this far below right after pruning
     track_test: bool = False  # record test accuracy after pruning and each fine-tune epoch
 
 
@@ -368,7 +369,11 @@ def select_std_ratio(model, data, recipe, reference, log=print):
     The accuracy a candidate is judged by is `selection_accuracy`: the mean
     over the last `recipe.select_average_epochs` epochs of that fine-tune,
     which is steadier than one epoch's. The first candidate whose accuracy is
-    at least ``reference - recipe.tolerance`` wins. The original weights are
+    at least ``reference - recipe.tolerance`` wins. With
+    `recipe.select_screen_drop`, a candidate whose accuracy right after
+    pruning is more than that below the reference is rejected without its
+    fine-tune (a large ratio that destroyed the network), which saves the
+    epochs a longer selection fine-tune costs. The original weights are
     restored after each try.
 
     Returns:
@@ -381,6 +386,15 @@ def select_std_ratio(model, data, recipe, reference, log=print):
     tries = []
     for ratio in sorted(recipe.std_ratios, reverse=True):
         report = prune(model, std_ratio=ratio, biases=recipe.biases)
+        if recipe.select_screen_drop is not None and recipe.select_finetune_epochs:
+            pruned_accuracy = _accuracy(model, data.x_val, data.y_val)
+            if pruned_accuracy < reference - recipe.select_screen_drop:
+                model.set_weights(saved)
+                tries.append({"std_ratio": ratio, "nonzero_weights": report.nonzero_weights,
+                              "pruned_accuracy": pruned_accuracy, "screened_out": True})
+                log(f"[select] std_ratio={ratio:g}: val acc {pruned_accuracy:.4f} right after pruning, "
+                    f"more than {recipe.select_screen_drop:g} below the reference: not fine-tuned")
+                continue
         accuracies = _selection_finetune(model, data, x_train, y_train, recipe)
         accuracy = selection_accuracy(accuracies, recipe.select_average_epochs)
         model.set_weights(saved)

@@ -241,3 +241,21 @@ def test_evaluate_runs_no_code_from_the_model_file(tmp_path, mnist_dir, capsys):
     with pytest.raises(SystemExit, match="Lambda"):
         cli.main(["evaluate", str(tmp_path / "evil.keras"), "--data-dir", mnist_dir])
     assert not marker.exists()
+
+
+def test_screening_skips_the_fine_tune_of_ratios_that_destroy_the_network(monkeypatch):
+    model = reproduce.build_model("lenet-300-100")
+    data = _splits()
+    finetuned = []
+
+    def finetune(m, d, x, y, recipe):
+        finetuned.append(True)
+        return [1.0]
+
+    monkeypatch.setattr(reproduce, "_selection_finetune", finetune)
+    accuracies = iter([0.5, 0.95])  # right after pruning at ratios 1.0 then 0.5
+    monkeypatch.setattr(reproduce, "_accuracy", lambda m, x, y, batch_size=1000: next(accuracies))
+    recipe = reproduce.recipe_for("lenet-300-100", "hs", std_ratios=(0.5, 1.0), select_screen_drop=0.1)
+    ratio, tries = reproduce.select_std_ratio(model, data, recipe, 0.98, log=lambda *a: None)
+    assert ratio == 0.5 and len(finetuned) == 1
+    assert tries[0]["screened_out"] and tries[0]["std_ratio"] == 1.0 and tries[0]["pruned_accuracy"] == 0.5
