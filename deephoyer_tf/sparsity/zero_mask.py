@@ -158,6 +158,10 @@ def _optimizer(model):
 
 
 def _register_with_tf_keras(tf_keras):
+    # tf_keras' `constraints.serialize` warns about other classes: its Constraint becomes a second base.
+    base = tf_keras.constraints.Constraint
+    if base not in ZeroMask.__mro__:
+        ZeroMask.__bases__ = ZeroMask.__bases__ + (base,)
     tf_keras.utils.register_keras_serializable(package=_PACKAGE)(ZeroMask)
     # tf_keras' `.h5` loader looks nested objects up by their bare class name.
     tf_keras.utils.get_custom_objects().setdefault("ZeroMask", ZeroMask)
