@@ -51,6 +51,25 @@ _OPT_IN = ("If you trust this file, load it with deephoyer_tf.load_model(path, s
            "(command line: --unsafe); the file can then run any code with your rights.")
 
 
+_AFTER_LOAD = []
+
+
+def after_load(function):
+    """Registers ``function(model) -> model``, run on every model `load_model` returns.
+
+    `sparsity.zero_mask` registers the rebuilding of held zeros' masks here
+    (this module imports nothing from the package).
+    """
+    _AFTER_LOAD.append(function)
+    return function
+
+
+def _finish(model):
+    for function in _AFTER_LOAD:
+        model = function(model)
+    return model
+
+
 class UnsafeModelError(ValueError):
     """A model file holds code (a `Lambda` layer, a serialized function, a foreign module)."""
 
@@ -155,7 +174,8 @@ def load_model(path, *, safe_mode=True, compile=True, custom_objects=None):  # n
 
     Returns:
         The model, a Keras 3 model if Keras 3 can read the file, else a
-        tf_keras one.
+        tf_keras one. A model saved while `fix_zeros` held its zeros comes
+        back with them held (masks rebuilt from the loaded zeros).
 
     Raises:
         FileNotFoundError: no such file.
@@ -182,8 +202,8 @@ def load_model(path, *, safe_mode=True, compile=True, custom_objects=None):  # n
     import keras
 
     try:
-        return keras.models.load_model(path, compile=compile, custom_objects=custom_objects,
-                                       safe_mode=safe_mode)
+        model = keras.models.load_model(path, compile=compile, custom_objects=custom_objects,
+                                        safe_mode=safe_mode)
     except Exception as keras3_error:  # noqa: BLE001 - maybe a tf_keras file
         if safe_mode and _is_safe_mode_refusal(keras3_error):
             raise UnsafeModelError(f"Refusing to load {path!r}: {keras3_error}") from None
@@ -195,9 +215,10 @@ def load_model(path, *, safe_mode=True, compile=True, custom_objects=None):  # n
         except ImportError:
             raise keras3_error from None
         try:
-            return tf_keras.models.load_model(path, compile=compile, custom_objects=custom_objects,
-                                              safe_mode=safe_mode)
+            model = tf_keras.models.load_model(path, compile=compile, custom_objects=custom_objects,
+                                               safe_mode=safe_mode)
         except Exception as tf_keras_error:
             if safe_mode and _is_safe_mode_refusal(tf_keras_error):
                 raise UnsafeModelError(f"Refusing to load {path!r}: {tf_keras_error}") from None
             raise keras3_error from tf_keras_error
+    return _finish(model)

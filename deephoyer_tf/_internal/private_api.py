@@ -120,6 +120,31 @@ def set_variable_constraint(variable, constraint):
         component._constraint = constraint
 
 
+def ema_average(optimizer, variable):
+    """The moving average an optimizer with ``use_ema=True`` keeps of `variable`, or None.
+
+    None when the optimizer keeps no averages (``use_ema=False``), is not
+    built yet, or does not train `variable`. Keras 3 indexes its
+    ``_model_variables_moving_average`` with ``_get_variable_index``; tf_keras
+    with ``_index_dict[_var_key(variable)]``.
+    """
+    if not getattr(optimizer, "use_ema", False):
+        return None
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not averages:
+        return None  # not built yet: no averages to mask
+    try:
+        if hasattr(optimizer, "_get_variable_index"):
+            index = optimizer._get_variable_index(variable)
+        elif hasattr(optimizer, "_index_dict") and hasattr(optimizer, "_var_key"):
+            index = optimizer._index_dict[optimizer._var_key(variable)]
+        else:
+            raise _missing("`_get_variable_index` (or `_index_dict`)", optimizer)
+    except KeyError:
+        return None
+    return averages[index]
+
+
 # --- callbacks ----------------------------------------------------------------
 
 

@@ -102,6 +102,11 @@ class ThresholdPruning(Callback):
             self._for_model = self.model
             self.report = None
             self.active = False
+        if not self.active:
+            # What `prune` would refuse (a channels-first layer, a dict naming
+            # no layer) fails now, before any epoch is trained.
+            prune_lib.check_prunable(self.model, self.std_ratio, self.threshold, biases=self.biases,
+                                     layer_types=self.layer_types)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if epoch < self.at_epoch:

@@ -4,7 +4,8 @@ The core shared by every Keras backend (TensorFlow, JAX, PyTorch) and by the
 tf_keras face (on TensorFlow, `keras.ops` computes with, and returns, TF
 tensors): every function takes a tensor and returns float32. Computations run
 in float32 whatever the input dtype (a float16 sum of squares overflows past
-65,504).
+65,504), and so do the gradients: that of float16 or bfloat16 weights is
+returned in their dtype, saturated at its largest finite value, never inf.
 
 Cost. The penalties run in every training step, so Hoyer, Hoyer-Square and
 Group-HS carry their closed-form gradients (`keras.ops.custom_gradient`): eq. 4 of
@@ -30,11 +31,40 @@ from deephoyer_tf._internal import backend
 _TINY = 1e-30
 
 
+# The largest finite float16 and bfloat16 values.
+_FINITE_MAX = {"float16": 65504.0, "bfloat16": 3.3895313892515355e38}
+
+
 def _as_float32(x):
     x = backend.to_tensor(x)
-    if keras.backend.standardize_dtype(x.dtype) != "float32":
+    dtype = keras.backend.standardize_dtype(x.dtype)
+    if dtype in _FINITE_MAX:
+        return _upcast_saturating(x, dtype)
+    if dtype != "float32":
         x = ops.cast(x, "float32")
     return x
+
+
+def _upcast_saturating(x, dtype):
+    """`x` as float32; its gradient goes back to `dtype` saturated at the dtype's largest value.
+
+    The measures' gradients grow as ``1 / max|w|``: with float16 weights near
+    1e-6 and strength 1, Hoyer-Square's is about 2e6, past float16's 65,504,
+    and a plain cast back would give inf (then NaN in the weights). Computed
+    in float32, it is clipped to the largest finite value of the weights'
+    dtype instead: the sign is kept, and the optimizer sees a finite step.
+    """
+    bound = _FINITE_MAX[dtype]
+
+    @ops.custom_gradient
+    def upcast(v):
+        def grad(*args, upstream=None):
+            upstream = _grad_upstream(args, upstream)
+            return ops.cast(ops.clip(ops.cast(upstream, "float32"), -bound, bound), dtype)
+
+        return ops.cast(v, "float32"), grad
+
+    return upcast(x)
 
 
 def _rank(x):
@@ -88,7 +118,8 @@ def _hoyer_square(w):
     def grad(*args, upstream=None):
         upstream = _grad_upstream(args, upstream)
         # eq. 4: dH_S/dw_j = 2 sign(w_j) l1 / l2 - 2 (l1 / l2)^2 w_j   (in u, then / s)
-        return upstream * ((2.0 * ratio / s) * ops.sign(u) - (2.0 * ops.square(ratio) / s) * u)
+        # Divided by s last: for a tiny s, the two terms alone could be inf - inf = NaN.
+        return upstream * (((2.0 * ratio) * ops.sign(u) - (2.0 * ops.square(ratio)) * u) / s)
 
     return l1 * ratio, grad
 
@@ -103,7 +134,7 @@ def _hoyer(w):
     def grad(*args, upstream=None):
         upstream = _grad_upstream(args, upstream)
         # dR/dw_j = sign(w_j) / sqrt(l2) - l1 w_j / l2^(3/2)
-        return upstream * ((1.0 / (root * s)) * ops.sign(u) - (l1 / (l2 * root * s)) * u)
+        return upstream * (((1.0 / root) * ops.sign(u) - (l1 / (l2 * root)) * u) / s)
 
     return l1 / root, grad
 
@@ -146,7 +177,7 @@ def group_hoyer_square_terms(w, keep_axes_list):
                 # Not `+=`: in place on a PyTorch tensor, it cannot broadcast.
                 factor = factor + (upstream[k] * 2.0 * a / l2) * inverse
                 factor = factor - upstream[k] * 2.0 * ops.square(a / l2)
-            return u * (factor / s)
+            return (u * factor) / s
 
         return values, grad
 

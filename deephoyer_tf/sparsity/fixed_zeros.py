@@ -43,17 +43,25 @@ def fix_zeros(model: ModelLike, *, layer_types: Sequence[str] | str | None = Non
 
     The same in both Keras flavours: `model` is modified in place and
     returned, still compiled, so `fit` can continue with the same optimizer
-    state; the next `fit` retraces its train step. The model's weights,
-    configs and checkpoints are unchanged (the masks are not layer weights),
-    so checkpoints stay loadable into a plain model; after restoring one,
-    call `fix_zeros` again: the mask is the zero pattern of the weights.
-    Calling it on a model already fixed refreshes the masks (zeros made since
-    are held too). For TFMOT's wrapper workflow on tf_keras, see
+    state; the next `fit` retraces its train step. The model's weights and
+    checkpoints are unchanged (the masks are not layer weights), so
+    checkpoints stay loadable into a plain model; after restoring one, call
+    `fix_zeros` again: the mask is the zero pattern of the weights. Calling
+    it on a model already fixed refreshes the masks (zeros made since are
+    held too). For TFMOT's wrapper workflow on tf_keras, see
     `fix_zeros_tfmot`.
 
-    Limitation: an optimizer with ``use_ema=True`` overwrites the weights with
-    their moving averages at the end of `fit` (`finalize_variable_values`),
-    outside any constraint; those averages are not masked.
+    Saving: the masking constraint is also the layer's ``kernel_constraint``
+    (without the mask), so a saved model records its held zeros.
+    `deephoyer_tf.load_model` gives it back with the zeros held (masks
+    rebuilt from the loaded zeros); a model loaded or cloned any other way
+    raises at its first train step until `fix_zeros` is called on it, rather
+    than letting the zeros leak. `strip_zero_masks` gives a plain config.
+
+    Moving averages: with an optimizer with ``use_ema=True`` (the model's
+    ``model.optimizer``), the held entries of the kernels' averages are kept
+    at 0 too, so the averages written over the weights (every
+    ``ema_overwrite_frequency`` steps and at the end of `fit`) hold the zeros.
 
     Args:
         model: a built Keras model (Keras 3 or tf_keras).

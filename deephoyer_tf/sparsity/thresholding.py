@@ -11,6 +11,7 @@ regularizer, weights with ``|w| < t`` are removed. Two rules for ``t``:
 from __future__ import annotations
 
 import collections.abc
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,7 +78,8 @@ def prune(
     """Sets every kernel weight with ``|w| < t`` to exactly 0, in place.
 
     For each kernel ``W`` of the selected layers, the threshold is
-    ``t = std_ratio * np.std(W)`` (paper, section 4.3, MNIST) or
+    ``t = std_ratio * np.std(W)`` (paper, section 4.3, MNIST; computed and
+    compared in float64 whatever the kernel's dtype) or
     ``t = threshold`` (ImageNet); then ``W[|W| < t] = 0``. Pass exactly one of
     the two. A dict gives per-layer values; layers it does not name are left
     untouched. On a model whose zeros are held by `fix_zeros` (either flavour)
@@ -106,7 +108,9 @@ def prune(
             or non-finite value; a dict naming layers without a prunable kernel,
             or naming both a TFMOT wrapper and its layer; an unsupported layer
             type; a layer not built; a kernel (or pruned bias) holding NaN or
-            inf (training diverged), before anything is changed.
+            inf (training diverged); a model `sparsity_report` refuses (a
+            channels-first layer). All of these before any weight changes:
+            when `prune` raises, the model is unchanged.
 
     Example: a Dense kernel ``[[0.1, -2.0], [0.5, 3.0]]`` with
     ``threshold=0.6`` becomes ``[[0, -2.0], [0, 3.0]]``::
@@ -114,6 +118,34 @@ def prune(
         deephoyer_tf.prune(model, threshold=0.6)
         report = deephoyer_tf.prune(model, std_ratio={"fc1": 0.5, "fc2": 0.25})
         print(report)
+    """
+    plan = _plan(model, std_ratio, threshold, biases, layer_types)
+    # Everything is checked and every new weight computed: only now is the model changed.
+    originals = [(variable, variable.numpy()) for _, changes in plan for variable, _ in changes]
+    refreshed = False
+    try:
+        for ref, changes in plan:
+            for variable, new in changes:
+                variable.assign(new)
+            refreshed = zero_mask.refresh_masks(ref) or refreshed
+    except BaseException:
+        for variable, old in originals:  # never leave the model half-pruned
+            variable.assign(old)
+        raise
+    zero_mask.retrace_after_refresh(model, refreshed)
+    return sparsity_report(model)
+
+
+def check_prunable(model, std_ratio=None, threshold=None, *, biases=False, layer_types=None):
+    """Raises what `prune` would raise on `model`, without changing it (`ThresholdPruning`'s early check)."""
+    _plan(model, std_ratio, threshold, biases, layer_types)
+
+
+def _plan(model, std_ratio, threshold, biases, layer_types):
+    """Validates `prune`'s arguments; returns [(ref, [(variable, new value)])], the model untouched.
+
+    Also runs `sparsity_report` on the model as it is, so that what the
+    report refuses (a channels-first layer, say) is refused before pruning.
     """
     flavours.check_model(model)
     rule, value = check_rule(std_ratio, threshold)
@@ -135,8 +167,11 @@ def prune(
                 f"{sorted({ref.layer.name for ref in refs})}. Received unknown "
                 f"names: {unknown}"
             )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report after pruning warns
+        sparsity_report(model)
+    plan = []
     pruned_layers = set()
-    refreshed = False
     for ref in refs:
         if isinstance(value, dict):
             names = sorted(ref.names() & set(value))
@@ -151,21 +186,41 @@ def prune(
             layer_value = value[names[0]]
         else:
             layer_value = value
-        _prune_variable(ref.variable, rule, layer_value)
-        refreshed = zero_mask.refresh_masks(ref) or refreshed
+        changes = [(ref.variable, _pruned(ref.variable, rule, layer_value))]
         if biases and id(ref.layer) not in pruned_layers:
             bias = getattr(ref.layer, "bias", None)
             if bias is not None:
-                _prune_variable(bias, rule, layer_value)
+                changes.append((bias, _pruned(bias, rule, layer_value)))
         pruned_layers.add(id(ref.layer))
-    zero_mask.retrace_after_refresh(model, refreshed)
-    return sparsity_report(model)
+        plan.append((ref, changes))
+    return plan
 
 
-def _prune_variable(variable, rule, value):
+def standard_deviation(weights):
+    """The population standard deviation of `weights`, computed in float64.
+
+    In a kernel's own dtype the squares overflow (float32 ``|w| > 1.8e19``,
+    float16 ``|w| > 256``) or underflow (``|w| < 1e-23`` in float32): the
+    threshold would be inf or 0, removing every weight or none. float64
+    holds the squares of every float32, float16 and bfloat16 value; a
+    float64 kernel is scaled by its largest magnitude first.
+    """
+    w = np.asarray(weights).astype(np.float64)
+    if w.size == 0:
+        return 0.0
+    if np.asarray(weights).dtype.itemsize < 8:
+        return float(np.std(w))
+    scale = float(np.max(np.abs(w)))
+    return 0.0 if scale == 0.0 else scale * float(np.std(w / scale))
+
+
+def _pruned(variable, rule, value):
+    """The new value of `variable`: its weights with ``|w| < t`` set to 0, in its dtype."""
     weights = np.asarray(variable.numpy())
-    t = value * float(np.std(weights)) if rule == "std_ratio" else value
-    variable.assign(np.where(np.abs(weights) < t, np.zeros_like(weights), weights))
+    t = value * standard_deviation(weights) if rule == "std_ratio" else value
+    # Compared in float64: `t` cast to float16 would round (and overflow past 65504).
+    small = np.abs(weights.astype(np.float64)) < t
+    return np.where(small, np.zeros_like(weights), weights)
 
 
 def _check_finite(layer, variable, what):

@@ -177,3 +177,21 @@ def test_arithmetic_nodes_are_read_and_called_again(module):
         assert private_api.tf_op_lambda_symbol(operation) in private_api.TF_KERAS_ELEMENTWISE_SYMBOLS
     value = private_api.call_node_again(node, operation, {id(source): np.ones((2, 4), "float32")})
     np.testing.assert_array_equal(np.asarray(value), np.full((2, 4), 4.0))
+
+
+@pytest.mark.parametrize("module", FLAVOURS)
+def test_ema_average_is_the_average_the_optimizer_writes_over_the_variable(module):
+    model = _model(module, True)
+    kernel = model.get_layer("fc1").kernel
+    optimizer = module.optimizers.SGD(0.5, use_ema=True, ema_momentum=0.5)
+    assert private_api.ema_average(optimizer, kernel) is None  # not built: no averages yet
+    optimizer.build(model.trainable_variables)
+    average = private_api.ema_average(optimizer, kernel)
+    assert tuple(average.shape) == tuple(kernel.shape)
+    marker = np.full(tuple(kernel.shape), 7.0, "float32")
+    average.assign(marker)
+    optimizer.finalize_variable_values(model.trainable_variables)  # writes the averages over the weights
+    np.testing.assert_array_equal(np.asarray(kernel.numpy()), marker)
+    assert private_api.ema_average(module.optimizers.SGD(0.5), kernel) is None  # use_ema=False
+    other = module.Variable(np.zeros((2, 2), "float32")) if module is keras else tf.Variable(np.zeros((2, 2)))
+    assert private_api.ema_average(optimizer, other) is None  # not one of its variables
