@@ -55,6 +55,9 @@ from deephoyer_tf.sparsity.fixed_zeros import strip_zero_masks
 from deephoyer_tf.sparsity.thresholding import prune
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure import report as report_lib
+from deephoyer_tf.training.resumable import fit_resumable  # noqa: F401 - also used by search
+from deephoyer_tf.training.resumable import load_weights  # noqa: F401
+from deephoyer_tf.training.resumable import save_weights  # noqa: F401
 
 MODELS = ("lenet-300-100", "lenet-5")
 METHODS = ("hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude")
@@ -177,55 +180,6 @@ def data_fingerprint(x, y):
         digest.update(f"{array.shape}{array.dtype}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()[:12]
-
-
-def fit_resumable(model, x, y=None, *, epochs, backup_dir=None, done_path=None, log=print,
-                  stage="fit", callbacks=(), **fit_kwargs):
-    """`model.fit` that backs up every epoch and resumes after an interruption.
-
-    With `backup_dir`, Keras' `BackupAndRestore` saves the model's weights and
-    optimizer state at the end of every epoch; a later call with the same
-    folder restores them and continues at the next epoch (the epoch index is
-    restored too, so epoch-indexed callbacks such as `StrengthSchedule` see the
-    right epoch). With `done_path`, the trained weights are written there when
-    the stage completes, and a later call loads them instead of training:
-    a pipeline of several stages resumes at the stage it was in.
-
-    Returns:
-        True if the stage was trained here (fully or from a backup), False if
-        it was loaded from `done_path`.
-    """
-    if done_path is not None and pathlib.Path(done_path).exists():
-        model.set_weights(load_weights(done_path))
-        log(f"[{stage}] done in an earlier run; weights loaded from {done_path}")
-        return False
-    callbacks = list(callbacks)
-    if backup_dir is not None:
-        backup_dir = pathlib.Path(backup_dir)
-        metadata = backup_dir / "training_metadata.json"
-        if metadata.exists():
-            done = json.loads(metadata.read_text()).get("epoch", 0)  # epochs completed
-            log(f"[{stage}] resuming from the backup in {backup_dir}: {done} of {epochs} epochs done")
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch"))
-    model.fit(x, y, epochs=epochs, callbacks=callbacks, **fit_kwargs)
-    if done_path is not None:
-        save_weights(done_path, model.get_weights())
-    return True
-
-
-def save_weights(path, weights):
-    """Writes a list of arrays to `path` (`.npz`), atomically (a temporary file, then a rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, *weights)
-    os.replace(partial, path)
-
-
-def load_weights(path):
-    """The list of arrays `save_weights` wrote."""
-    with np.load(path) as stored:
-        return [stored[f"arr_{i}"] for i in range(len(stored.files))]
 
 
 def _architecture_digest(model_name):
