@@ -44,10 +44,12 @@ import time
 import keras
 import numpy as np
 
+from deephoyer_tf._internal import atomic
 from deephoyer_tf._internal import validation
 from deephoyer_tf.callbacks.strength_schedule import StrengthSchedule
 from deephoyer_tf.paper import datasets
 from deephoyer_tf.paper import models as models_lib
+from deephoyer_tf.paper import recipe_checks
 from deephoyer_tf.regularizers import regularizers
 from deephoyer_tf.regularizers.regularize_model import regularize
 from deephoyer_tf.sparsity.fixed_zeros import fix_zeros
@@ -131,7 +133,8 @@ def recipe_for(model_name, method, quick=False, **overrides):
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
     if unknown:
         raise ValueError(f"Unknown recipe fields: {unknown}")
-    return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    return recipe_checks.validate_recipe(recipe, method)
 
 
 def make_regularizer(method, strength):
@@ -207,9 +210,9 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
     # The data are part of the key: a Fashion-MNIST run must not reuse an MNIST model.
     key += f"-d{data_fingerprint(x, y)}"
     path = pathlib.Path(cache_dir) / f"{key}.keras"
-    if path.exists():
-        log(f"[pretrain] reusing {path}")
-        return keras.models.load_model(path), 0
+    cached = _load_cached_model(path, log)
+    if cached is not None:
+        return cached, 0
     keras.utils.set_random_seed(recipe.seed)
     model = build_model(model_name)
     steps = recipe.pretrain_epochs * int(np.ceil(len(x) / recipe.batch_size))
@@ -219,10 +222,26 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
     fit_resumable(model, x, y, epochs=recipe.pretrain_epochs, backup_dir=path.with_suffix(".backup"),
                   log=log, stage="pretrain", batch_size=recipe.batch_size,
                   validation_data=(data.x_val, data.y_val), verbose=2)
-    partial = path.with_name(path.stem + ".partial.keras")
-    model.save(partial)
-    os.replace(partial, path)
+    with atomic.atomic_path(path) as partial:
+        model.save(partial)
     return model, recipe.pretrain_epochs
+
+
+def _load_cached_model(path, log, stage="pretrain"):
+    """The model cached at `path`, or None if there is none or it cannot be read (then removed)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return None
+    try:
+        model = keras.models.load_model(path, safe_mode=True)
+    except Exception as error:  # noqa: BLE001 - truncated, garbled: train it again
+        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+        log(f"[{stage}] the cached model {path} cannot be loaded ({type(error).__name__}: {text}); "
+            "training it again")
+        path.unlink(missing_ok=True)
+        return None
+    log(f"[{stage}] reusing {path}")
+    return model
 
 
 def select_std_ratio(model, data, recipe, reference, log=print):
@@ -279,7 +298,9 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
     """
     start = time.time()
     validation.check_choice(dataset, "dataset", datasets.DATASETS)
-    recipe = recipe or recipe_for(model_name, method, quick)
+    validation.check_choice(model_name, "model", MODELS)
+    validation.check_choice(method, "method", METHODS)
+    recipe = recipe_checks.validate_recipe(recipe or recipe_for(model_name, method, quick), method)
     output = pathlib.Path(output or f"runs/{model_name}-{method}")
     output.mkdir(parents=True, exist_ok=True)
     cache_dir = cache_dir or os.environ.get(
@@ -313,7 +334,8 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
     validation_accuracy = _accuracy(model, data.x_val, data.y_val)
     test_accuracy = _accuracy(model, data.x_test, data.y_test)  # the final number, once
     model_path = output / "model.keras"
-    model.save(model_path)
+    with atomic.atomic_path(model_path) as partial:
+        model.save(partial)
     summary = report.to_dict()
     results = {
         "model": model_name,
@@ -345,7 +367,7 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
         "versions": {"tensorflow": _tf_version(), "keras": keras.__version__},
         **extra,
     }
-    (output / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+    atomic.atomic_write_text(output / "results.json", json.dumps(results, indent=2, default=_json_default))
     if method != "magnitude":
         shutil.rmtree(output / "checkpoints", ignore_errors=True)  # complete: nothing to resume
     log("")
@@ -370,23 +392,91 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _checkpoints(folder, identity, log):
-    """The checkpoint folder of a run, emptied first if it belongs to another run.
+#: The files of each checkpointed stage, in the order the stages run.
+STAGE_FILES = {
+    "regularize": ("regularize.backup", "regularized.npz"),
+    "select": ("std_ratio.json",),
+    "finetune": ("finetune.backup", "finetuned.npz"),
+}
 
-    `identity` (model, method, dataset, recipe, dense weights) is written
-    as ``run.json``; a folder whose ``run.json`` differs is from a different
-    run and is removed, so a changed recipe never resumes from stale
-    weights.
+
+def _checkpoints(folder, identity, log):
+    """The checkpoint folder of a run, without the stages that belong to another run.
+
+    `identity` (model, method, dataset, recipe, dense weights) is split by
+    stage (`recipe_checks.stage_identities`) and written as ``run.json``. A
+    stage whose identity differs from the stored one (another recipe for it,
+    or for a stage before it) is removed with the stages after it; the
+    stages before it are kept, so changing a later-stage argument (std ratio,
+    fine-tuning epochs, tolerance) never loses a finished stage.
     """
     folder = pathlib.Path(folder)
     stamp = folder / "run.json"
-    text = json.dumps(identity, sort_keys=True, default=_json_default)
-    if stamp.exists() and stamp.read_text() != text:
-        log(f"[resume] {folder} holds checkpoints of a different run; starting afresh")
-        shutil.rmtree(folder)
+    base = {k: v for k, v in identity.items() if k != "recipe"}
+    stages = json.loads(json.dumps(recipe_checks.stage_identities(identity.get("recipe", {}), base),
+                                   sort_keys=True, default=_json_default))
+    stored = None
+    if stamp.exists():
+        try:
+            stored = json.loads(stamp.read_text(encoding="utf-8"))
+            if not isinstance(stored, dict):
+                raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            log(f"[resume] {stamp} is unreadable ({type(error).__name__}: {error}); starting afresh")
+            stored = {}
+    elif folder.exists() and any(folder.iterdir()):
+        stored = {}  # files of an unknown run
+    if stored is not None:
+        names = list(STAGE_FILES)
+        stale = next((i for i, name in enumerate(names) if stored.get(name) != stages[name]), None)
+        if stale is not None:
+            kept = names[:stale]
+            old = (stored.get(names[stale]) or {})
+            changed = _changed_fields(old, stages[names[stale]])
+            log(f"[resume] {folder} holds checkpoints of a different run"
+                + (f" (changed: {', '.join(changed)})" if changed else "")
+                + (f"; keeping the finished {', '.join(kept)} stage{'s' if len(kept) > 1 else ''}, redoing "
+                   f"the rest" if kept else "; starting afresh"))
+            if not kept:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                for name in names[stale:]:
+                    for file in STAGE_FILES[name]:
+                        target = folder / file
+                        if target.is_dir():
+                            shutil.rmtree(target, ignore_errors=True)
+                        else:
+                            target.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(text)
+    atomic.atomic_write_text(stamp, json.dumps(stages, sort_keys=True))
     return folder
+
+
+def _changed_fields(old, new, prefix=""):
+    """Dotted names of the leaves that differ between two identity dicts (recipe fields by name)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [prefix.rstrip(".")] if old != new else []
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            name = key if key not in ("recipe", "regularize", "select", "threshold") else ""
+            inner = _changed_fields(old.get(key), new.get(key), prefix + (f"{name}." if name else ""))
+            changed.extend(c for c in inner if c not in changed)
+    return changed
+
+
+def _read_chosen_std_ratio(path, log):
+    """The std ratio an earlier run chose (``std_ratio.json``), or None if absent or unreadable."""
+    if path is None or not path.exists():
+        return None
+    try:
+        ratio = json.loads(path.read_text(encoding="utf-8"))["std_ratio"]
+        validation.check_float(ratio, "std_ratio", minimum=0.0)
+    except Exception as error:  # noqa: BLE001 - truncated, not JSON, no field, not a number
+        log(f"[select] {path} is unreadable ({type(error).__name__}: {error}); choosing the std ratio again")
+        path.unlink(missing_ok=True)
+        return None
+    return float(ratio)
 
 
 def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log, checkpoints=None):
@@ -413,14 +503,14 @@ def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log
     chosen_path = ckpt("std_ratio.json")
     if recipe.std_ratio is not None:
         ratio = recipe.std_ratio
-    elif chosen_path is not None and chosen_path.exists():
-        ratio = json.loads(chosen_path.read_text())["std_ratio"]
+    elif _read_chosen_std_ratio(chosen_path, log) is not None:
+        ratio = _read_chosen_std_ratio(chosen_path, log)
         log(f"[select] chosen in an earlier run: std_ratio {ratio:g}")
     else:
         reference = dense_val
         ratio = select_std_ratio(model, data, recipe, reference, log)
         if chosen_path is not None:
-            chosen_path.write_text(json.dumps({"std_ratio": ratio}))
+            atomic.atomic_write_text(chosen_path, json.dumps({"std_ratio": ratio}))
     report = prune(model, std_ratio=ratio)
     log(f"[prune] std_ratio {ratio:g}: {report.nonzero_weights} nonzero of {report.total_weights}")
 
@@ -492,10 +582,11 @@ def save_stages(path, stages):
     regularizer, before pruning; absent for magnitude pruning), ``final``
     (after pruning and fine-tuning).
     """
-    np.savez_compressed(path, **{
-        f"{stage}/{layer}": kernel
-        for stage, kernels in stages.items() for layer, kernel in kernels.items()
-    })
+    with atomic.atomic_path(path) as partial, open(partial, "wb") as f:
+        np.savez_compressed(f, **{
+            f"{stage}/{layer}": kernel
+            for stage, kernels in stages.items() for layer, kernel in kernels.items()
+        })
 
 
 def _kernels_of(model):
