@@ -435,8 +435,8 @@ def _checkpoints(folder, identity, log):
             changed = _changed_fields(old, stages[names[stale]])
             log(f"[resume] {folder} holds checkpoints of a different run"
                 + (f" (changed: {', '.join(changed)})" if changed else "")
-                + (f"; keeping the finished {', '.join(kept)} stage{'s' if len(kept) > 1 else ''}, redoing "
-                   f"the rest" if kept else "; starting afresh"))
+                + (f"; keeping the finished stage{'s' if len(kept) > 1 else ''} {', '.join(kept)} and "
+                   "redoing the rest" if kept else "; starting afresh"))
             if not kept:
                 shutil.rmtree(folder, ignore_errors=True)
             else:
