@@ -107,12 +107,15 @@ def backup_candidates(backup_dir):
 def _restore_random_state(model, folder):
     """Dropout and other seeded layers draw what they would have drawn without the interruption."""
     try:
-        stored = json.loads((folder / METADATA).read_text(encoding="utf-8")).get("random_state", {})
-    except (OSError, ValueError):  # already read once by _read_epoch; nothing to restore
+        stored = json.loads((folder / METADATA).read_text(encoding="utf-8")).get("random_state", [])
+    except (OSError, ValueError, AttributeError):  # read once by _read_epoch already
         return
-    for path, variable in _random_state_variables(model).items():
-        if path in stored and np.shape(stored[path]) == tuple(variable.shape):
-            variable.assign(np.asarray(stored[path], dtype=variable.dtype))
+    variables = _random_state_variables(model)
+    if not isinstance(stored, list) or len(stored) != len(variables):
+        return  # another model, or a backup of Keras' own
+    for value, variable in zip(stored, variables):
+        if np.shape(value) == tuple(variable.shape):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
 def _read_epoch(folder, epochs):
@@ -130,7 +133,7 @@ def _read_epoch(folder, epochs):
 def _random_state_variables(model):
     """The model's random-generator states (e.g. Dropout's `SeedGenerator`): not in its weights file."""
     weights = {id(v) for v in model.weights}
-    return {v.path: v for v in model.variables if id(v) not in weights and "seed_generator" in v.path}
+    return [v for v in model.variables if id(v) not in weights and "seed_generator" in v.path]
 
 
 def _state_variables(model):
@@ -193,8 +196,7 @@ class EpochBackup(keras.callbacks.Callback):
         target = self.backup_dir / f"epoch-{epoch + 1:04d}"
         with atomic.atomic_replace_dir(target) as tmp:
             self.model.save_weights(tmp / WEIGHTS)
-            random_state = {path: np.asarray(v).tolist()
-                            for path, v in _random_state_variables(self.model).items()}
+            random_state = [np.asarray(v).tolist() for v in _random_state_variables(self.model)]
             (tmp / METADATA).write_text(json.dumps({"epoch": epoch + 1, "batch": 0,
                                                     "random_state": random_state}), encoding="utf-8")
         for old in _epoch_dirs(self.backup_dir)[self.keep:]:
