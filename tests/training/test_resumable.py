@@ -47,10 +47,16 @@ def _data():
 KW = dict(epochs=5, batch_size=16, verbose=0, shuffle=False)  # in one process the shuffle order differs per fit
 
 
+_WHOLE = {}
+
+
 def _whole(dropout=False):
-    model = _model(dropout)
-    resumable.fit_resumable(model, *_data(), log=lambda *a: None, **KW)
-    return model.get_weights()
+    """The weights of the uninterrupted fit (trained once per module)."""
+    if dropout not in _WHOLE:
+        model = _model(dropout)
+        resumable.fit_resumable(model, *_data(), log=lambda *a: None, **KW)
+        _WHOLE[dropout] = model.get_weights()
+    return _WHOLE[dropout]
 
 
 def _interrupted(tmp_path, at_epoch, dropout=False):
@@ -70,6 +76,7 @@ def _assert_same(got, want):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_resumed_fit_with_dropout_equals_an_uninterrupted_one(tmp_path):
     """The random state of Dropout is backed up too: the resumed run draws what the whole run drew."""
     _interrupted(tmp_path, 2, dropout=True)
@@ -80,7 +87,8 @@ def test_a_resumed_fit_with_dropout_equals_an_uninterrupted_one(tmp_path):
     assert not (tmp_path / "b").exists()
 
 
-@pytest.mark.parametrize("damage", ["truncate", "random", "delete"])
+@pytest.mark.parametrize("damage", ["truncate", pytest.param("random", marks=pytest.mark.slow),
+                                    pytest.param("delete", marks=pytest.mark.slow)])
 def test_a_damaged_newest_backup_falls_back_to_the_previous_one(tmp_path, damage):
     _interrupted(tmp_path, 2)
     weights_file = tmp_path / "b" / "epoch-0003" / resumable.WEIGHTS
@@ -98,11 +106,23 @@ def test_a_damaged_newest_backup_falls_back_to_the_previous_one(tmp_path, damage
     _assert_same(weights, _whole())
 
 
-@pytest.mark.parametrize("metadata", ['{"epo', '{"epoch": "3"}', '{"epoch": 99}', "[]"])
-def test_bad_metadata_in_every_backup_starts_the_stage_afresh(tmp_path, metadata):
+@pytest.mark.parametrize("metadata, message", [
+    ('{"epo', "is unreadable (JSONDecodeError: Unterminated string"),
+    ('{"epoch": "3"}', "gives epoch '3'; expected an int in [0, 5]"),
+    ('{"epoch": 99}', "gives epoch 99; expected an int in [0, 5]"),
+    ("[]", "is unreadable (TypeError: list indices must be integers"),
+])
+def test_bad_metadata_is_named(tmp_path, metadata, message):
+    (tmp_path / resumable.METADATA).write_text(metadata)
+    with pytest.raises(resumable.CorruptStateError) as error:
+        resumable._read_epoch(tmp_path, 5)
+    assert str(error.value).startswith(f"{tmp_path / resumable.METADATA} {message}")
+
+
+def test_bad_metadata_in_every_backup_starts_the_stage_afresh(tmp_path):
     _interrupted(tmp_path, 1)
     for folder in (tmp_path / "b").iterdir():
-        (folder / resumable.METADATA).write_text(metadata)
+        (folder / resumable.METADATA).write_text('{"epo')
     weights, seen, logs = _resume(tmp_path)
     assert seen == [0, 1, 2, 3, 4]
     assert [line.rsplit("; ", 1)[1] for line in logs] == ["trying the previous backup", "starting the stage afresh"]
@@ -110,6 +130,7 @@ def test_bad_metadata_in_every_backup_starts_the_stage_afresh(tmp_path, metadata
     _assert_same(weights, _whole())
 
 
+@pytest.mark.slow
 def test_keras_own_backup_layout_is_read_and_a_truncated_one_is_skipped(tmp_path):
     """The files Keras' BackupAndRestore leaves (in the folder itself), as an interrupted older run left them."""
     model = _model()
@@ -130,7 +151,7 @@ def test_keras_own_backup_layout_is_read_and_a_truncated_one_is_skipped(tmp_path
     _assert_same(weights, _whole())  # the failed load left nothing behind
 
 
-@pytest.mark.parametrize("content", [b"PK\x03\x04garbage", b"", b"not a zip"])
+@pytest.mark.parametrize("content", [b"PK\x03\x04garbage", pytest.param(b"", marks=pytest.mark.slow)])
 def test_a_damaged_recorded_stage_is_trained_again(tmp_path, content):
     done = tmp_path / "done.npz"
     done.write_bytes(content)
