@@ -26,10 +26,13 @@ folder), of the regularized training and of the fine-tuning (in
 ``OUTPUT/checkpoints``) is backed up with Keras' `BackupAndRestore`, and each
 completed stage (the regularized weights, the chosen std ratio, the
 fine-tuned weights) is recorded; run the same command again after an
-interruption and it continues at the epoch it was in. Checkpoints of a
-different run (another recipe, method, dataset or dense model) are
-discarded, and removed once a run completes. TFMOT ``magnitude`` runs are not
-resumable.
+interruption and it continues at the epoch it was in. Each stage's
+checkpoints are stamped with what the stage depends on: a stage of a
+different run (another recipe for it or an earlier stage, another method,
+dataset or dense model) is discarded with the stages after it, the earlier
+ones kept; all are removed once a run completes. Every file is written to a
+temporary name and renamed; an unreadable checkpoint or cached model is
+reported and redone. TFMOT ``magnitude`` runs are not resumable.
 """
 
 import dataclasses

@@ -70,6 +70,7 @@ def test_a_good_storage_opens():
     assert storage.get_all_studies() == []
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 def test_only_running_trials_of_dead_processes_of_this_host_are_failed(tmp_path):
     storage = storage_lib.open_storage(f"sqlite:///{tmp_path / 's.db'}", 30, 60, 2)
     study = optuna.create_study(storage=storage, study_name="s")
