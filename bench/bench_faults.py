@@ -37,6 +37,7 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # this checkout's package, not an installed one
 REPRODUCE = ["reproduce", "lenet-300-100", "--method", "hs", "--quick"]
 SEARCH = ["search", "lenet-300-100", "--method", "hs", "--trials", "2", "--quick"]
 
