@@ -52,6 +52,7 @@ def _cli(args, cache, log, kill_after=None, driver=None):
     command = [sys.executable, "-m", "deephoyer_tf.cli", *args] if driver is None else \
         [sys.executable, str(pathlib.Path(__file__).resolve()), "--driver", driver, "--", *args]
     start = time.time()
+    pathlib.Path(log).parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=_env(cache),
                                    cwd=REPO, start_new_session=True)
