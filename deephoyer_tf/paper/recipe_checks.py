@@ -19,10 +19,14 @@ import numbers
 import pathlib
 
 from deephoyer_tf._internal import validation
+from deephoyer_tf.paper import preprocessing
 
 #: Fields only the stages after the regularized training read (the rest may change the regularized weights).
-_SELECT_FIELDS = ("std_ratios", "tolerance", "select_finetune_epochs")
-_FINETUNE_FIELDS = ("finetune_epochs", "finetune_learning_rate")
+_SELECT_FIELDS = ("std_ratios", "tolerance", "select_finetune_epochs", "select_average_epochs",
+                  "select_screen_drop")
+# The selection fine-tunes its candidates with these too.
+_FINETUNE_OPTIMIZER = ("finetune_learning_rate", "finetune_schedule", "finetune_weight_decay")
+_FINETUNE_FIELDS = ("finetune_epochs", *_FINETUNE_OPTIMIZER, "track_test")
 _LATER_FIELDS = (*_SELECT_FIELDS, *_FINETUNE_FIELDS, "std_ratio", "target_sparsity")
 
 
@@ -62,6 +66,16 @@ def validate_recipe(recipe, method=None):
     _field(recipe, "train_subset",
            lambda v, n: v is None or validation.check_int(v, n, minimum=1, expected="None or an int >= 1"))
     _field(recipe, "std_ratio", lambda v, n: validation.check_float(v, n, minimum=0.0, allow_none=True))
+    _field(recipe, "select_average_epochs", epochs(1))
+    _field(recipe, "select_screen_drop",
+           lambda v, n: validation.check_float(v, n, minimum=0.0, allow_none=True))
+    _field(recipe, "finetune_weight_decay", non_negative)
+    for name in ("biases", "track_test"):
+        _field(recipe, name, validation.check_bool)
+    _field(recipe, "inputs", lambda v, n: validation.check_choice(v, n, preprocessing.INPUTS))
+    _field(recipe, "init", lambda v, n: validation.check_choice(v, n, ("keras", "torch")))
+    for name in ("pretrain_schedule", "regularize_schedule", "finetune_schedule"):
+        _field(recipe, name, lambda v, n: validation.check_choice(v, n, ("cosine", "constant")))
     _field(recipe, "target_sparsity", lambda v, n: validation.check_float(
         v, n, minimum=0.0, below=1.0, allow_none=True))
     if hasattr(recipe, "std_ratios"):
@@ -145,7 +159,7 @@ def stage_identities(recipe_fields: dict, base: dict) -> dict:
     """
     regularize = {**base, "recipe": {k: v for k, v in recipe_fields.items() if k not in _LATER_FIELDS}}
     select = {"regularize": regularize,
-              **{k: recipe_fields.get(k) for k in (*_SELECT_FIELDS, "finetune_learning_rate")}}
+              **{k: recipe_fields.get(k) for k in (*_SELECT_FIELDS, *_FINETUNE_OPTIMIZER)}}
     fixed = recipe_fields.get("std_ratio")
     finetune = {"threshold": {"std_ratio": fixed} if fixed is not None else {"select": select},
                 "regularize": regularize, **{k: recipe_fields.get(k) for k in _FINETUNE_FIELDS}}

@@ -58,6 +58,7 @@ import keras
 import numpy as np
 
 from deephoyer_tf._internal import atomic
+from deephoyer_tf._internal import loading
 from deephoyer_tf._internal import validation
 from deephoyer_tf.search import objective
 from deephoyer_tf.search import storage as storage_lib
@@ -112,8 +113,11 @@ class SearchResult:
     output: pathlib.Path
     size_metric: str
 
-    def load_model(self, number: int | None = None):
-        """The final model of trial `number` (default: the chosen one), loaded from `output`."""
+    def load_model(self, number: int | None = None, *, safe_mode: bool = True):
+        """The final model of trial `number` (default: the chosen one), loaded from `output`.
+
+        ``safe_mode`` as in `deephoyer_tf.load_model`: a file holding code is refused.
+        """
         if number is None:
             if self.chosen is None:
                 raise ValueError("No trial met the accuracy constraint: there is no chosen model.")
@@ -121,7 +125,7 @@ class SearchResult:
         trial = next((t for t in self.trials if t["number"] == number), None)
         if trial is None or not trial.get("model_path"):
             raise ValueError(f"Trial {number} has no saved model (state {trial and trial['state']}).")
-        return keras.models.load_model(trial["model_path"], compile=False)
+        return loading.load_model(trial["model_path"], compile=False, safe_mode=safe_mode)
 
 
 def run(
@@ -360,7 +364,7 @@ def _dense(build_model, dense_model, train, val, schedule, epochs, output, seed,
     """The trained dense model: given, loaded from output/dense.keras, or trained (and saved there)."""
     if dense_model is not None:
         if isinstance(dense_model, (str, os.PathLike)):
-            return keras.models.load_model(dense_model)
+            return loading.load_model(dense_model)
         return dense_model
     from deephoyer_tf.paper import reproduce
 
