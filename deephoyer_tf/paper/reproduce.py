@@ -329,9 +329,13 @@ def _load_cached_model(path, log, stage="pretrain"):
     except loading.UnsafeModelError:
         raise  # code in a cache entry: someone put it there; say so, replace nothing
     except Exception as error:  # noqa: BLE001 - truncated, garbled: train it again
-        text = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
-        log(f"[{stage}] the cached model {path} cannot be loaded ({type(error).__name__}: {text}); "
-            "training it again")
+        import zipfile
+
+        if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras says "File not found"
+            why = "not a .keras archive: truncated or another kind of file"
+        else:
+            why = f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0][:300]
+        log(f"[{stage}] the cached model {path} cannot be loaded ({why}); training it again")
         path.unlink(missing_ok=True)
         return None
     log(f"[{stage}] reusing {path}")
