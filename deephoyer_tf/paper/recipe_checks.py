@@ -23,7 +23,7 @@ from deephoyer_tf.paper import preprocessing
 
 #: Fields only the stages after the regularized training read (the rest may change the regularized weights).
 _SELECT_FIELDS = ("std_ratios", "tolerance", "select_finetune_epochs", "select_average_epochs",
-                  "select_screen_drop")
+                  "select_screen_drop", "select_reference")
 # The selection fine-tunes its candidates with these too.
 _FINETUNE_OPTIMIZER = ("finetune_learning_rate", "finetune_schedule", "finetune_weight_decay")
 _FINETUNE_FIELDS = ("finetune_epochs", *_FINETUNE_OPTIMIZER, "track_test")
@@ -69,6 +69,7 @@ def validate_recipe(recipe, method=None):
     _field(recipe, "select_average_epochs", epochs(1))
     _field(recipe, "select_screen_drop",
            lambda v, n: validation.check_float(v, n, minimum=0.0, allow_none=True))
+    _field(recipe, "select_reference", lambda v, n: validation.check_choice(v, n, ("plateau", "dense")))
     _field(recipe, "finetune_weight_decay", non_negative)
     for name in ("biases", "track_test"):
         _field(recipe, name, validation.check_bool)
