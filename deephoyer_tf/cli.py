@@ -34,16 +34,24 @@ def _reproduce(args):
         "target_sparsity": args.target_sparsity,
         "seed": args.seed,
     }
-    if args.match is not None:
-        with open(args.match, encoding="utf-8") as f:
-            matched = json.load(f)
-        overrides["target_sparsity"] = 1.0 - matched["nonzero_weights"] / matched["total_weights"]
-    overrides.update({
-        "inputs": args.inputs,
-        "regularize_schedule": args.regularize_schedule,
-        "biases": args.biases,
-    })
-    recipe = reproduce.recipe_for(args.model, args.method, args.quick, name=args.recipe, **overrides)
+    try:  # every value checked before any data is read or any epoch trained
+        if args.match is not None:
+            from deephoyer_tf.paper import recipe_checks
+
+            if args.target_sparsity is not None:
+                raise ValueError("Invalid value for argument `match`. Expected either --match or "
+                                 "--target-sparsity, not both. "
+                                 f"Received: match={args.match!r}, target_sparsity={args.target_sparsity!r}")
+            overrides["target_sparsity"] = recipe_checks.target_sparsity_from_results(args.match)
+        overrides.update({
+            "inputs": args.inputs,
+            "regularize_schedule": args.regularize_schedule,
+            "biases": args.biases,
+        })
+        recipe = reproduce.recipe_for(args.model, args.method, args.quick, name=args.recipe, **overrides)
+    except (TypeError, ValueError) as error:
+        print(f"deephoyer-tf reproduce: error: {error}", file=sys.stderr)
+        return 2
     output = args.output or os.path.join("runs", f"{args.model}-{args.method}")
     results = reproduce.run(
         args.model, args.method, data_dir=args.data_dir, output=output,
@@ -65,6 +73,14 @@ def _search(args):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one progress line per trial instead
     output = args.output or os.path.join("runs", f"search-{args.model}-{args.method}")
+    try:  # every value checked before any data is read or any epoch trained
+        search.mnist.check_arguments(
+            args.model, args.method, n_trials=args.trials, storage=args.storage, max_drop=args.max_drop,
+            quick=args.quick, dataset=args.dataset, regularize_epochs=args.regularize_epochs,
+            finetune_epochs=args.finetune_epochs, warmup_epochs=args.warmup_epochs, seed=args.seed)
+    except (TypeError, ValueError) as error:
+        print(f"deephoyer-tf search: error: {error}", file=sys.stderr)
+        return 2
     result = search.lenet(
         args.model, args.method, n_trials=args.trials, output=output, storage=args.storage,
         study_name=args.study_name, max_drop=args.max_drop, quick=args.quick, data_dir=args.data_dir,

@@ -35,16 +35,29 @@ def _value_error(name, expected, value, label=None):
     )
 
 
-def check_float(value, name, *, minimum=0.0, allow_none=False, label=None, type_hint="a float"):
-    """`value` as a finite float >= `minimum` (None passes through if `allow_none`)."""
+def check_float(value, name, *, minimum=0.0, allow_none=False, label=None, type_hint="a float",
+                greater_than=None, below=None):
+    """`value` as a finite float >= `minimum` (None passes through if `allow_none`).
+
+    `greater_than` (instead of `minimum`) requires ``value > greater_than``;
+    `below` adds ``value < below``.
+    """
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         hint = f"{type_hint} or None" if allow_none else type_hint
         raise _type_error(name, hint, value, label)
     result = float(value)
-    if not (math.isfinite(result) and result >= minimum):
-        raise _value_error(name, f"a finite float >= {minimum:g}", result, label)
+    if greater_than is not None:
+        ok, expected = result > greater_than, f"a finite float > {greater_than:g}"
+    else:
+        ok, expected = result >= minimum, f"a finite float >= {minimum:g}"
+    if below is not None:
+        ok = ok and result < below
+        expected = (f"a finite float in ({greater_than:g}, {below:g})" if greater_than is not None
+                    else f"a finite float in [{minimum:g}, {below:g})")
+    if not (math.isfinite(result) and ok):
+        raise _value_error(name, expected, result, label)
     return result
 
 

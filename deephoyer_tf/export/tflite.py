@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from deephoyer_tf._internal import atomic
 from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import private_api
@@ -461,8 +462,7 @@ def export_tflite(
     error, problem, resolver, default_problem = _verify(
         content, samples, reference, op_resolver, tolerance
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
+    atomic.atomic_write_bytes(path, content)  # a temporary file, then a rename
     if problem is not None:
         hint = ""
         if misaligned and not stored_dense:

@@ -23,6 +23,7 @@ import pathlib
 
 import numpy as np
 
+from deephoyer_tf._internal import atomic
 from deephoyer_tf._internal import validation
 
 STAGES = ("dense", "regularized", "final")
@@ -63,8 +64,8 @@ def _figure(width, height):
 
 def _save(figure, path):
     path = validation.check_path(path, "path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=110)
+    with atomic.atomic_path(path) as partial:  # a temporary file, then a rename
+        figure.savefig(partial, format="png", dpi=110)
     return str(path)
 
 

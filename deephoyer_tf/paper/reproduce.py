@@ -26,10 +26,13 @@ folder), of the regularized training and of the fine-tuning (in
 ``OUTPUT/checkpoints``) is backed up with Keras' `BackupAndRestore`, and each
 completed stage (the regularized weights, the chosen std ratio, the
 fine-tuned weights) is recorded; run the same command again after an
-interruption and it continues at the epoch it was in. Checkpoints of a
-different run (another recipe, method, dataset or dense model) are
-discarded, and removed once a run completes. TFMOT ``magnitude`` runs are not
-resumable.
+interruption and it continues at the epoch it was in. Each stage's
+checkpoints are stamped with what the stage depends on: a stage of a
+different run (another recipe for it or an earlier stage, another method,
+dataset or dense model) is discarded with the stages after it, the earlier
+ones kept; all are removed once a run completes. Every file is written to a
+temporary name and renamed; an unreadable checkpoint or cached model is
+reported and redone. TFMOT ``magnitude`` runs are not resumable.
 """
 
 import dataclasses
@@ -44,6 +47,7 @@ import time
 import keras
 import numpy as np
 
+from deephoyer_tf._internal import atomic
 from deephoyer_tf._internal import loading
 from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import validation
@@ -51,6 +55,7 @@ from deephoyer_tf.callbacks.strength_schedule import StrengthSchedule
 from deephoyer_tf.paper import datasets
 from deephoyer_tf.paper import models as models_lib
 from deephoyer_tf.paper import preprocessing
+from deephoyer_tf.paper import recipe_checks
 from deephoyer_tf.regularizers import regularizers
 from deephoyer_tf.regularizers.regularize_model import regularize
 from deephoyer_tf.sparsity import zero_mask
@@ -59,6 +64,9 @@ from deephoyer_tf.sparsity.fixed_zeros import strip_zero_masks
 from deephoyer_tf.sparsity.thresholding import prune
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure import report as report_lib
+from deephoyer_tf.training.resumable import fit_resumable  # noqa: F401 - also used by search
+from deephoyer_tf.training.resumable import load_weights  # noqa: F401
+from deephoyer_tf.training.resumable import save_weights  # noqa: F401
 
 MODELS = ("lenet-300-100", "lenet-5")
 METHODS = ("hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude")
@@ -190,7 +198,8 @@ def recipe_for(model_name, method, quick=False, name="default", **overrides):
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
     if unknown:
         raise ValueError(f"Unknown recipe fields: {unknown}")
-    return dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    return recipe_checks.validate_recipe(recipe, method)
 
 
 def make_regularizer(method, strength):
@@ -270,55 +279,6 @@ def data_fingerprint(x, y):
     return digest.hexdigest()[:12]
 
 
-def fit_resumable(model, x, y=None, *, epochs, backup_dir=None, done_path=None, log=print,
-                  stage="fit", callbacks=(), **fit_kwargs):
-    """`model.fit` that backs up every epoch and resumes after an interruption.
-
-    With `backup_dir`, Keras' `BackupAndRestore` saves the model's weights and
-    optimizer state at the end of every epoch; a later call with the same
-    folder restores them and continues at the next epoch (the epoch index is
-    restored too, so epoch-indexed callbacks such as `StrengthSchedule` see the
-    right epoch). With `done_path`, the trained weights are written there when
-    the stage completes, and a later call loads them instead of training:
-    a pipeline of several stages resumes at the stage it was in.
-
-    Returns:
-        True if the stage was trained here (fully or from a backup), False if
-        it was loaded from `done_path`.
-    """
-    if done_path is not None and pathlib.Path(done_path).exists():
-        model.set_weights(load_weights(done_path))
-        log(f"[{stage}] done in an earlier run; weights loaded from {done_path}")
-        return False
-    callbacks = list(callbacks)
-    if backup_dir is not None:
-        backup_dir = pathlib.Path(backup_dir)
-        metadata = backup_dir / "training_metadata.json"
-        if metadata.exists():
-            done = json.loads(metadata.read_text()).get("epoch", 0)  # epochs completed
-            log(f"[{stage}] resuming from the backup in {backup_dir}: {done} of {epochs} epochs done")
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch"))
-    model.fit(x, y, epochs=epochs, callbacks=callbacks, **fit_kwargs)
-    if done_path is not None:
-        save_weights(done_path, model.get_weights())
-    return True
-
-
-def save_weights(path, weights):
-    """Writes a list of arrays to `path` (`.npz`), atomically (a temporary file, then a rename)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial.npz")
-    np.savez(partial, *weights)
-    os.replace(partial, path)
-
-
-def load_weights(path):
-    """The list of arrays `save_weights` wrote."""
-    with np.load(path) as stored:
-        return [stored[f"arr_{i}"] for i in range(len(stored.files))]
-
-
 def _architecture_digest(model_name):
     """A short hash of the network's config, so a changed architecture is not reused."""
     config = json.dumps(build_model(model_name).get_config(), sort_keys=True, default=str)
@@ -351,9 +311,9 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
     # model, nor a [0, 1]-input run a standardized one.
     key += f"-d{data_fingerprint(x, y)}"
     path = pathlib.Path(cache_dir) / f"{key}.keras"
-    if path.exists():
-        log(f"[pretrain] reusing {path}")
-        return loading.load_model(path), 0
+    cached = _load_cached_model(path, log)
+    if cached is not None:
+        return cached, 0
     keras.utils.set_random_seed(recipe.seed)
     model = build_model(model_name, init=recipe.init, seed=recipe.seed)
     _compile(model, recipe.learning_rate, decay_steps=_decay_steps(
@@ -364,10 +324,32 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
     fit_resumable(model, x, y, epochs=recipe.pretrain_epochs, backup_dir=path.with_suffix(".backup"),
                   log=log, stage="pretrain", batch_size=recipe.batch_size,
                   validation_data=(data.x_val, data.y_val), verbose=2)
-    partial = path.with_name(path.stem + ".partial.keras")
-    model.save(partial)
-    os.replace(partial, path)
+    with atomic.atomic_path(path) as partial:
+        model.save(partial)
     return model, recipe.pretrain_epochs
+
+
+def _load_cached_model(path, log, stage="pretrain"):
+    """The model cached at `path`, or None if there is none or it cannot be read (then removed)."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        return None
+    try:
+        model = loading.load_model(path)
+    except loading.UnsafeModelError:
+        raise  # code in a cache entry: someone put it there; say so, replace nothing
+    except Exception as error:  # noqa: BLE001 - truncated, garbled: train it again
+        import zipfile
+
+        if path.suffix == ".keras" and not zipfile.is_zipfile(path):  # Keras says "File not found"
+            why = "not a .keras archive: truncated or another kind of file"
+        else:
+            why = f"{type(error).__name__}: " + (str(error).strip().splitlines() or [""])[0][:300]
+        log(f"[{stage}] the cached model {path} cannot be loaded ({why}); training it again")
+        path.unlink(missing_ok=True)
+        return None
+    log(f"[{stage}] reusing {path}")
+    return model
 
 
 def select_std_ratio(model, data, recipe, reference, log=print):
@@ -529,7 +511,9 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
     """
     start = time.time()
     validation.check_choice(dataset, "dataset", datasets.DATASETS)
-    recipe = recipe or recipe_for(model_name, method, quick)
+    validation.check_choice(model_name, "model", MODELS)
+    validation.check_choice(method, "method", METHODS)
+    recipe = recipe_checks.validate_recipe(recipe or recipe_for(model_name, method, quick), method)
     output = pathlib.Path(output or f"runs/{model_name}-{method}")
     output.mkdir(parents=True, exist_ok=True)
     cache_dir = cache_dir or os.environ.get(
@@ -567,9 +551,8 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
     model_path = output / "model.keras"
     # The saved model takes raw pixels (0 to 255): the recipe's input scaling is its first layer.
     saved = preprocessing.with_preprocessing(model, scale, offset)
-    partial = output / "model.partial.keras"
-    saved.save(partial)
-    os.replace(partial, model_path)
+    with atomic.atomic_path(model_path) as partial:
+        saved.save(partial)
     summary = report.to_dict()
     results = {
         "model": model_name,
@@ -634,23 +617,92 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
-def _checkpoints(folder, identity, log):
-    """The checkpoint folder of a run, emptied first if it belongs to another run.
+#: The files of each checkpointed stage, in the order the stages run.
+STAGE_FILES = {
+    "regularize": ("regularize.backup", "regularized.npz"),
+    "select": ("std_ratio.json",),
+    "finetune": ("finetune.backup", "finetuned.npz", "finetune_test.json"),
+}
 
-    `identity` (model, method, dataset, recipe, dense weights) is written
-    as ``run.json``; a folder whose ``run.json`` differs is from a different
-    run and is removed, so a changed recipe never resumes from stale
-    weights.
+
+def _checkpoints(folder, identity, log):
+    """The checkpoint folder of a run, without the stages that belong to another run.
+
+    `identity` (model, method, dataset, recipe, dense weights) is split by
+    stage (`recipe_checks.stage_identities`) and written as ``run.json``. A
+    stage whose identity differs from the stored one (another recipe for it,
+    or for a stage before it) is removed with the stages after it; the
+    stages before it are kept, so changing a later-stage argument (std ratio,
+    fine-tuning epochs, tolerance) never loses a finished stage.
     """
     folder = pathlib.Path(folder)
     stamp = folder / "run.json"
-    text = json.dumps(identity, sort_keys=True, default=_json_default)
-    if stamp.exists() and stamp.read_text() != text:
-        log(f"[resume] {folder} holds checkpoints of a different run; starting afresh")
-        shutil.rmtree(folder)
+    base = {k: v for k, v in identity.items() if k != "recipe"}
+    stages = json.loads(json.dumps(recipe_checks.stage_identities(identity.get("recipe", {}), base),
+                                   sort_keys=True, default=_json_default))
+    stored = None
+    if stamp.exists():
+        try:
+            stored = json.loads(stamp.read_text(encoding="utf-8"))
+            if not isinstance(stored, dict):
+                raise ValueError(f"a JSON {type(stored).__name__}, not an object")
+        except (OSError, UnicodeDecodeError, ValueError) as error:
+            log(f"[resume] {stamp} is unreadable ({type(error).__name__}: {error}); starting afresh")
+            stored = {}
+    elif folder.exists() and any(folder.iterdir()):
+        stored = {}  # files of an unknown run
+    if stored is not None:
+        names = list(STAGE_FILES)
+        stale = next((i for i, name in enumerate(names) if stored.get(name) != stages[name]), None)
+        if stale is not None:
+            kept = names[:stale]
+            old = (stored.get(names[stale]) or {})
+            changed = _changed_fields(old, stages[names[stale]])
+            log(f"[resume] {folder} holds checkpoints of a different run"
+                + (f" (changed: {', '.join(changed)})" if changed else "")
+                + (f"; keeping the finished stage{'s' if len(kept) > 1 else ''} {', '.join(kept)} and "
+                   "redoing the rest" if kept else "; starting afresh"))
+            if not kept:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                for name in names[stale:]:
+                    for file in STAGE_FILES[name]:
+                        target = folder / file
+                        if target.is_dir():
+                            shutil.rmtree(target, ignore_errors=True)
+                        else:
+                            target.unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(text)
+    atomic.atomic_write_text(stamp, json.dumps(stages, sort_keys=True))
     return folder
+
+
+def _changed_fields(old, new, prefix=""):
+    """Dotted names of the leaves that differ between two identity dicts (recipe fields by name)."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return [prefix.rstrip(".")] if old != new else []
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            name = key if key not in ("recipe", "regularize", "select", "threshold") else ""
+            inner = _changed_fields(old.get(key), new.get(key), prefix + (f"{name}." if name else ""))
+            changed.extend(c for c in inner if c not in changed)
+    return changed
+
+
+def _read_chosen_std_ratio(path, log):
+    """``(std_ratio, tries)`` an earlier run chose (``std_ratio.json``), or None if absent or unreadable."""
+    if path is None or not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+        ratio, tries = stored["std_ratio"], stored.get("tries")
+        validation.check_float(ratio, "std_ratio", minimum=0.0)
+    except Exception as error:  # noqa: BLE001 - truncated, not JSON, no field, not a number
+        log(f"[select] {path} is unreadable ({type(error).__name__}: {error}); choosing the std ratio again")
+        path.unlink(missing_ok=True)
+        return None
+    return float(ratio), tries
 
 
 def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log, checkpoints=None):
@@ -684,9 +736,8 @@ def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log
     tries = None
     if recipe.std_ratio is not None:
         ratio = recipe.std_ratio
-    elif chosen_path is not None and chosen_path.exists():
-        stored = json.loads(chosen_path.read_text())
-        ratio, tries = stored["std_ratio"], stored.get("tries")
+    elif (chosen := _read_chosen_std_ratio(chosen_path, log)) is not None:
+        ratio, tries = chosen
         log(f"[select] chosen in an earlier run: std_ratio {ratio:g}")
     else:
         ratio, tries = select_std_ratio(model, data, recipe, dense_val, log)
@@ -748,7 +799,10 @@ class _TestTracker(keras.callbacks.Callback):
         self.x, self.y, self.path = x, y, path
         self._history = {}
         if path is not None and pathlib.Path(path).exists():
-            self._history = {int(k): v for k, v in json.loads(pathlib.Path(path).read_text()).items()}
+            try:
+                self._history = {int(k): float(v) for k, v in json.loads(pathlib.Path(path).read_text()).items()}
+            except (OSError, ValueError, TypeError, AttributeError):  # damaged: recorded afresh
+                self._history = {}
 
     def after_pruning(self, model):
         if 0 not in self._history:
@@ -773,10 +827,7 @@ class _TestTracker(keras.callbacks.Callback):
 
 def _write_json(path, value):
     """Writes `value` as JSON to `path` atomically (a temporary file, then a rename)."""
-    path = pathlib.Path(path)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(value, indent=2, default=_json_default))
-    os.replace(partial, path)
+    atomic.atomic_write_text(path, json.dumps(value, indent=2, default=_json_default))
 
 
 def _without_regularizers(layer):
@@ -830,10 +881,11 @@ def save_stages(path, stages):
     regularizer, before pruning; absent for magnitude pruning), ``final``
     (after pruning and fine-tuning).
     """
-    np.savez_compressed(path, **{
-        f"{stage}/{layer}": kernel
-        for stage, kernels in stages.items() for layer, kernel in kernels.items()
-    })
+    with atomic.atomic_path(path) as partial, open(partial, "wb") as f:
+        np.savez_compressed(f, **{
+            f"{stage}/{layer}": kernel
+            for stage, kernels in stages.items() for layer, kernel in kernels.items()
+        })
 
 
 def _kernels_of(model):

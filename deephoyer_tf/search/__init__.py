@@ -5,6 +5,9 @@
   Pareto front, the chosen trial, ``search.json`` and ``pareto.png``.
 * `objective`: one trial (regularize, prune, fine-tune, measure), with
   per-epoch backups; `Schedule`.
+* `storage`: the Optuna storage opened with errors that name it, and each
+  trial's owning process recorded, so that a rerun retries the trials of
+  killed processes at once.
 * `mnist`: `lenet`, the search on LeNet-300-100 / LeNet-5 and MNIST
   (``deephoyer-tf search``).
 

@@ -18,6 +18,7 @@ from deephoyer_tf._internal import validation
 from deephoyer_tf.paper import datasets
 from deephoyer_tf.paper import reproduce
 from deephoyer_tf.search import objective
+from deephoyer_tf.search import storage as storage_lib
 from deephoyer_tf.search import study as study_lib
 
 
@@ -52,16 +53,10 @@ def lenet(
     std ratio 0.1, or target sparsity 0.98 for ``magnitude``) is the first
     trial.
     """
-    validation.check_choice(model_name, "model", reproduce.MODELS)
-    validation.check_choice(method, "method", objective.METHODS)
-    validation.check_choice(dataset, "dataset", datasets.DATASETS)
-    recipe = reproduce.recipe_for(model_name, method, quick, seed=seed)
-    schedule = objective.Schedule(
-        regularize_epochs=regularize_epochs or recipe.regularize_epochs,
-        finetune_epochs=recipe.finetune_epochs if finetune_epochs is None else finetune_epochs,
-        warmup_epochs=recipe.warmup_epochs if warmup_epochs is None else warmup_epochs,
-        learning_rate=recipe.learning_rate, finetune_learning_rate=recipe.finetune_learning_rate,
-        batch_size=recipe.batch_size)
+    recipe, schedule = check_arguments(
+        model_name, method, n_trials=n_trials, storage=storage, max_drop=max_drop, quick=quick,
+        dataset=dataset, regularize_epochs=regularize_epochs, finetune_epochs=finetune_epochs,
+        warmup_epochs=warmup_epochs, seed=seed)
     cache_dir = cache_dir or os.environ.get(
         "DEEPHOYER_CACHE_DIR", pathlib.Path.home() / ".cache" / "deephoyer_tf")
     data = datasets.load_dataset(dataset, data_dir)
@@ -86,6 +81,33 @@ def lenet(
         study_name=study_name or f"{model_name}-{method}", max_drop=max_drop, dense_model=dense,
         schedule=schedule, strength_range=strength_range, std_ratio_range=std_ratio_range,
         per_layer=per_layer, enqueue=[first] if first else None, seed=seed, log=log, **kwargs)
+
+
+def check_arguments(model_name, method, *, n_trials, storage=None, max_drop=0.2, quick=False,
+                    dataset="mnist", regularize_epochs=None, finetune_epochs=None, warmup_epochs=None,
+                    seed=0):
+    """Checks `lenet`'s arguments (before any data is read); returns its recipe and `Schedule`.
+
+    Raises `ValueError`/`TypeError` naming the argument, what was expected
+    and what was received. An epoch count given as 0 is 0, never the
+    recipe's default.
+    """
+    validation.check_choice(model_name, "model", reproduce.MODELS)
+    validation.check_choice(method, "method", objective.METHODS)
+    validation.check_choice(dataset, "dataset", datasets.DATASETS)
+    # Everything is checked before the data are read or the dense model trained.
+    validation.check_int(n_trials, "n_trials", minimum=1)
+    validation.check_float(max_drop, "max_drop", minimum=0.0)
+    if storage is not None:
+        storage_lib.check_storage(storage)
+    recipe = reproduce.recipe_for(model_name, method, quick, seed=seed)
+    schedule = objective.Schedule(
+        regularize_epochs=recipe.regularize_epochs if regularize_epochs is None else regularize_epochs,
+        finetune_epochs=recipe.finetune_epochs if finetune_epochs is None else finetune_epochs,
+        warmup_epochs=recipe.warmup_epochs if warmup_epochs is None else warmup_epochs,
+        learning_rate=recipe.learning_rate, finetune_learning_rate=recipe.finetune_learning_rate,
+        batch_size=recipe.batch_size)
+    return recipe, schedule
 
 
 @dataclasses.dataclass(frozen=True)

@@ -75,8 +75,8 @@ class Schedule:
         validation.check_int(self.regularize_epochs, "regularize_epochs", minimum=1)
         validation.check_int(self.finetune_epochs, "finetune_epochs", minimum=0)
         validation.check_int(self.warmup_epochs, "warmup_epochs", minimum=0)
-        validation.check_float(self.learning_rate, "learning_rate", minimum=0.0)
-        validation.check_float(self.finetune_learning_rate, "finetune_learning_rate", minimum=0.0)
+        validation.check_float(self.learning_rate, "learning_rate", greater_than=0.0)
+        validation.check_float(self.finetune_learning_rate, "finetune_learning_rate", greater_than=0.0)
         validation.check_int(self.batch_size, "batch_size", minimum=1)
 
 

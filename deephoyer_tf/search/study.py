@@ -57,9 +57,11 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from deephoyer_tf._internal import atomic
 from deephoyer_tf._internal import loading
 from deephoyer_tf._internal import validation
 from deephoyer_tf.search import objective
+from deephoyer_tf.search import storage as storage_lib
 
 if TYPE_CHECKING:
     from typing import Any
@@ -233,21 +235,20 @@ def run(
     study_name = study_name or method
     storage_url = storage or f"sqlite:///{(output / 'study.db').resolve()}"
 
+    # The storage first: a bad URL or a damaged file is reported before any training.
+    rdb = storage_lib.open_storage(storage_url, heartbeat_interval, grace_period or 2 * heartbeat_interval,
+                                   max_retry)
+    try:
+        # The sampler is created before the study exists; its seed includes the trials already
+        # stored, so a continued study does not draw the same random parameters again.
+        existing = _existing_trials(optuna, rdb, study_name)
+    except sqlalchemy_errors() as error:
+        raise storage_lib.storage_error(storage_url, error) from None
+
     dense = _dense(build_model, dense_model, train_data, val_data, schedule, pretrain_epochs, output, seed, log)
     dense_val = float(evaluate(dense, val_data))
     layers = objective.kernel_layer_names(dense)
 
-    with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        rdb = optuna.storages.RDBStorage(
-            storage_url, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period or 2 * heartbeat_interval,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=max_retry),
-        )
-    # The sampler is created before the study exists; its seed includes the trials already
-    # stored, so a continued study does not draw the same random parameters again.
-    existing = _existing_trials(optuna, rdb, study_name)
     # TPE reads each trial's constraint (`trial.set_constraint`, set in the objective).
     sampler = sampler or optuna.samplers.TPESampler(seed=seed + existing, multivariate=True,
                                                     n_startup_trials=5)
@@ -279,9 +280,10 @@ def run(
     if not study.trials and enqueue:
         for params in enqueue:
             study.enqueue_trial(params)
-    _retry_failed(optuna, study, max_retry, log)
+    _retry_failed(optuna, study, max_retry, log, rdb)
 
     def objective_fn(trial):
+        storage_lib.claim(trial)  # a rerun on this host retries the trial at once if this process dies
         params = _suggest(trial, method, layers, per_layer, strength_range, std_ratio_range, sparsity_range)
         keras.utils.set_random_seed(seed + 1)
         backup = output / "backups" / _params_key(study_name, params)
@@ -307,8 +309,8 @@ def run(
             _remove_tree(backup)
             raise
         path = output / "models" / f"trial-{trial.number}.keras"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        model.save(path)
+        with atomic.atomic_path(path) as partial:
+            model.save(partial)
         for key, value in info.items():
             trial.set_user_attr(key, value)
         # Feasible when <= 0: the accuracy drop within max_drop points.
@@ -343,6 +345,13 @@ def _check_range(value, name, log=True):
     return low, high
 
 
+def sqlalchemy_errors():
+    """The exception classes a damaged or unreachable database raises (SQLAlchemy's base class)."""
+    import sqlalchemy
+
+    return (sqlalchemy.exc.SQLAlchemyError,)
+
+
 def _existing_trials(optuna, storage, study_name):
     try:
         study_id = storage.get_study_id_from_name(study_name)
@@ -357,23 +366,22 @@ def _dense(build_model, dense_model, train, val, schedule, epochs, output, seed,
         if isinstance(dense_model, (str, os.PathLike)):
             return loading.load_model(dense_model)
         return dense_model
+    from deephoyer_tf.paper import reproduce
+
     path = output / "dense.keras"
-    if path.exists():
-        log(f"[search] dense model: reusing {path}")
-        return loading.load_model(path)
+    cached = reproduce._load_cached_model(path, log, stage="search")  # None if absent or unreadable
+    if cached is not None:
+        return cached
     epochs = validation.check_int(epochs, "pretrain_epochs", minimum=1)
     keras.utils.set_random_seed(seed)
     model = build_model()
     steps = train.steps_per_epoch(schedule.batch_size)
     objective._compile(model, schedule.learning_rate, decay_steps=epochs * steps if steps else None)
     log(f"[search] dense model: training {epochs} epochs")
-    from deephoyer_tf.paper import reproduce
-
     reproduce.fit_resumable(model, **train.fit_arguments(schedule.batch_size), epochs=epochs,
                             backup_dir=output / "dense.backup", log=log, stage="pretrain", verbose=0)
-    partial = output / "dense.partial.keras"
-    model.save(partial)
-    os.replace(partial, path)
+    with atomic.atomic_path(path) as partial:
+        model.save(partial)
     return model
 
 
@@ -409,8 +417,15 @@ def _remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _retry_failed(optuna, study, max_retry, log):
-    """Enqueues again the parameters of FAIL trials not yet retried (at most `max_retry` deep)."""
+def _retry_failed(optuna, study, max_retry, log, storage=None):
+    """Enqueues again the parameters of FAIL trials not yet retried (at most `max_retry` deep).
+
+    First marks FAIL the RUNNING trials of dead processes: those of this host
+    whose process is gone (`storage.fail_orphaned_trials`), then those whose
+    heartbeat is older than the grace period.
+    """
+    if storage is not None:
+        storage_lib.fail_orphaned_trials(study, storage, log)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # dead processes' RUNNING trials: FAIL, then retried
@@ -533,9 +548,7 @@ def write_outputs(study, output, size_metric, max_drop):
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     output = pathlib.Path(output)
-    partial = output / "search.json.partial"
-    partial.write_text(json.dumps(summary, indent=2, default=_json_default))
-    os.replace(partial, output / "search.json")
+    atomic.atomic_write_text(output / "search.json", json.dumps(summary, indent=2, default=_json_default))
     try:
         plot_pareto(summary, output / "pareto.png")
     except ImportError:  # matplotlib is optional
@@ -586,5 +599,6 @@ def plot_pareto(summary, path, title=None):
         ax.set_ylim(max(min(accuracies), top - 5) - 0.2, top + 0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic.atomic_path(path) as partial:
+        fig.savefig(partial, dpi=110, format=pathlib.Path(path).suffix.lstrip(".") or "png")
     plt.close(fig)

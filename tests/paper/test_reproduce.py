@@ -180,3 +180,25 @@ def test_an_interrupted_reproduction_resumes_at_the_stage_it_was_in(tmp_path, mo
     reproduce.run("lenet-300-100", "hs", output=tmp_path / "out", cache_dir=tmp_path / "c", recipe=recipe,
                   log=logs.append)
     assert any("holds checkpoints of a different run" in str(line) for line in logs)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random"])
+def test_a_damaged_cached_dense_model_is_trained_again_and_replaced(tmp_path, damage):
+    """Before: a truncated or random-bytes cache entry gave Keras' "File not found" for a file that exists."""
+    import os
+
+    recipe = reproduce.recipe_for("lenet-300-100", "hs", pretrain_epochs=1, batch_size=32)
+    first, _ = reproduce.pretrained("lenet-300-100", _splits(0), recipe, tmp_path, lambda *a: None)
+    (cached,) = tmp_path.glob("*.keras")
+    data = cached.read_bytes()
+    cached.write_bytes(data[: len(data) // 3] if damage == "truncate" else os.urandom(4096))
+    logs = []
+    again, epochs = reproduce.pretrained("lenet-300-100", _splits(0), recipe, tmp_path, logs.append)
+    assert epochs == 1  # trained again
+    assert logs[0] == (f"[pretrain] the cached model {cached} cannot be loaded (not a .keras archive: "
+                       "truncated or another kind of file); training it again")
+    for got, want in zip(again.get_weights(), first.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    assert [p.name for p in tmp_path.glob("*.keras")] == [cached.name]
+    reused, epochs = reproduce.pretrained("lenet-300-100", _splits(0), recipe, tmp_path, logs.append)
+    assert epochs == 0 and logs[-1] == f"[pretrain] reusing {cached}"

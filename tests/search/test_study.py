@@ -167,6 +167,9 @@ def test_a_process_killed_mid_trial_leaves_a_running_trial_that_the_next_run_ret
     assert killed.returncode == -9, killed.stderr[-2000:]
     stored = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 's.db'}")
     assert [t.state.name for t in stored.trials] == ["RUNNING"]
+    # As if the process had run on another machine: only its heartbeat can tell it is gone
+    # (on this host, the dead owner process is detected at once: test_storage.py).
+    stored._storage.set_trial_user_attr(stored.trials[0]._trial_id, "owner_host", "another-machine")
     time.sleep(3)  # the heartbeat is now older than the grace period
     result = _run(tmp_path, 1, heartbeat_interval=1, grace_period=2)
     assert [t["state"] for t in result.trials] == ["FAIL", "COMPLETE"]
