@@ -203,20 +203,31 @@ def latency(args):
                 model.set_weights([f[k] for k in f.files])
             if block is not None:
                 _compile(model, keras, args.lr)
-                schedule = deephoyer_tf.ConstantSparsity(0.9, begin_step=0)
-                model.fit(data.x_train, data.y_train, batch_size=128, epochs=args.finetune_epochs,
-                          verbose=2, callbacks=[deephoyer_tf.MagnitudePruning(schedule, block_size=block)])
+                schedule = deephoyer_tf.PolynomialDecay(
+                    **{**_schedule_args(args, len(data.x_train)), "final_sparsity": 0.9})
+                model.fit(data.x_train, data.y_train, batch_size=args.batch_size,
+                          epochs=args.prune_epochs + args.finetune_epochs, verbose=2,
+                          callbacks=[deephoyer_tf.MagnitudePruning(schedule, block_size=block)])
                 deephoyer_tf.strip_zero_masks(model)
             export = deephoyer_tf.export_tflite(
                 model, tmp / f"{name}.tflite", sparse=block is not None, quantize=quantize,
                 representative_data=calib if quantize else None, sample_inputs=data.x_val[:16])
             files[name] = dict(export=export, val_accuracy=common.accuracy(model, data.x_val, data.y_val),
                                pattern=str(deephoyer_tf.pattern_summary(model)))
-        times = {name: [] for name in files}
+        # The int8 sparse file runs only without XNNPACK (see export_tflite): the dense
+        # int8 file is timed both ways, so the ratio can be read kernel for kernel.
+        timed = [(name, info["export"].path, info["export"].op_resolver) for name, info in files.items()]
+        timed.append(("dense_int8_without_xnnpack", files["dense_int8"]["export"].path,
+                      "BUILTIN_WITHOUT_DEFAULT_DELEGATES"))
+        timed.append(("dense_float_without_xnnpack", files["dense_float"]["export"].path,
+                      "BUILTIN_WITHOUT_DEFAULT_DELEGATES"))
+        timed.append(("block1x4_float_without_xnnpack", files["block1x4_float"]["export"].path,
+                      "BUILTIN_WITHOUT_DEFAULT_DELEGATES"))
+        times = {name: [] for name, _, _ in timed}
         for _ in range(args.rounds):  # interleaved, so load changes hit every file alike
-            for name, info in files.items():
-                r = deephoyer_tf.tflite_latency(info["export"].path, runs=args.runs, warmup=50,
-                                                num_threads=1, op_resolver=info["export"].op_resolver)
+            for name, path, resolver in timed:
+                r = deephoyer_tf.tflite_latency(path, runs=args.runs, warmup=50, num_threads=1,
+                                                op_resolver=resolver)
                 times[name].append(r.median_s)
     rows = {}
     for name, info in files.items():
@@ -225,9 +236,18 @@ def latency(args):
                           sparse_tensors=e.sparse_tensors, stored_dense=list(e.stored_dense),
                           op_resolver=e.op_resolver, val_accuracy=info["val_accuracy"],
                           pattern=info["pattern"])
-    ratios = {"float 1x4 / dense float": rows["block1x4_float"]["median_us"] / rows["dense_float"]["median_us"],
-              "int8 1x16 / dense int8": rows["block1x16_int8"]["median_us"] / rows["dense_int8"]["median_us"]}
-    common.save(out, "latency", dict(files=rows, ratios=ratios, rounds=args.rounds, runs=args.runs), started)
+    median = {name: float(np.median(t) * 1e6) for name, t in times.items()}
+    ratios = {
+        "float 1x4 / dense float (XNNPACK both)": median["block1x4_float"] / median["dense_float"],
+        "float 1x4 / dense float (builtin kernels both)":
+            median["block1x4_float_without_xnnpack"] / median["dense_float_without_xnnpack"],
+        "int8 1x16 (builtin) / dense int8 (XNNPACK)": median["block1x16_int8"] / median["dense_int8"],
+        "int8 1x16 / dense int8 (builtin kernels both)":
+            median["block1x16_int8"] / median["dense_int8_without_xnnpack"],
+    }
+    common.save(out, "latency", dict(files=rows, median_us=median, ratios=ratios, rounds=args.rounds,
+                                     runs=args.runs, prune_epochs=args.prune_epochs,
+                                     finetune_epochs=args.finetune_epochs), started)
 
 
 def patterns(args):

@@ -8,7 +8,6 @@ import numpy as np
 from keras import ops
 
 from deephoyer_tf._internal import backend
-from deephoyer_tf._internal import validation
 from deephoyer_tf.callbacks.base import Callback
 from deephoyer_tf.pruning import magnitude
 from deephoyer_tf.pruning.schedules import ConstantSparsity
