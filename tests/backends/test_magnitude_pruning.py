@@ -233,3 +233,16 @@ def test_uncompiled_model_and_unsupported_layout_are_named():
     depthwise = keras.Sequential([keras.Input((5, 5, 4)), keras.layers.DepthwiseConv2D(3, name="dw")])
     with pytest.raises(ValueError, match="kernel of layer 'dw'.*layout 'depthwise'.*cannot take 1x4 blocks"):
         deephoyer_tf.prune_magnitude(depthwise, 0.5, block_size=(1, 4), layer_types="DepthwiseConv2D")
+
+
+def test_sparsity_report_shows_the_pattern():
+    model = _model()
+    assert deephoyer_tf.sparsity_report(model).pattern == "pattern: none (no sparse Dense/Conv kernels)"
+    report = deephoyer_tf.prune_magnitude(model, 0.5, m_by_n=(2, 4))
+    assert report.pattern == "pattern: 2:4, every group of all 2 sparse kernels"
+    assert "Pattern: 2:4, every group of all 2 sparse kernels" in str(report)
+    assert report.to_dict()["pattern"] == report.pattern
+    deephoyer_tf.prune_magnitude(model, 0.9)  # more zeros: still at least 2 in every 4
+    assert deephoyer_tf.sparsity_report(model).pattern.startswith("pattern: 2:4")
+    other = _model(seed=1)
+    assert deephoyer_tf.prune_magnitude(other, 0.5).pattern.startswith("pattern: unstructured")
