@@ -24,6 +24,8 @@ Importing this package imports neither tf_keras nor
 
 from deephoyer_tf._internal import tf_keras_faces as _tf_keras_faces
 from deephoyer_tf._internal.backend import BackendError
+from deephoyer_tf._internal.loading import UnsafeModelError
+from deephoyer_tf._internal.loading import load_model
 from deephoyer_tf._version import __version__
 from deephoyer_tf.callbacks import MagnitudePruning
 from deephoyer_tf.callbacks import SparsitySummaries
@@ -95,12 +97,14 @@ __all__ = [
     "ThresholdPruning",
     "UnhandledLayerWarning",
     "UnitGroups",
+    "UnsafeModelError",
     "__version__",
     "datasets",
     "export_tflite",
     "fit_custom",
     "fix_zeros",
     "fix_zeros_tfmot",
+    "load_model",
     "make_train_step",
     "models",
     "pattern_summary",

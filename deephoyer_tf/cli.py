@@ -5,8 +5,9 @@
                  [--std-ratio R] [--strength S] ...
     deephoyer-tf search {lenet-300-100,lenet-5} --method M --trials N [--storage URL] [--study-name NAME]
                  [--output DIR] [--max-drop POINTS] [--per-layer] [--quick] [--data-dir DIR] ...
-    deephoyer-tf report MODEL.keras [--json]
-    deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}]
+    deephoyer-tf report MODEL.keras [--json] [--unsafe]
+    deephoyer-tf evaluate MODEL.keras [--dataset {mnist,fashion-mnist}] [--data-dir DIR] [--split test] [--unsafe]
+    deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}] [--unsafe]
     deephoyer-tf plot {histograms,descent,pareto} ...
 """
 
@@ -37,7 +38,12 @@ def _reproduce(args):
         with open(args.match, encoding="utf-8") as f:
             matched = json.load(f)
         overrides["target_sparsity"] = 1.0 - matched["nonzero_weights"] / matched["total_weights"]
-    recipe = reproduce.recipe_for(args.model, args.method, args.quick, **overrides)
+    overrides.update({
+        "inputs": args.inputs,
+        "regularize_schedule": args.regularize_schedule,
+        "biases": args.biases,
+    })
+    recipe = reproduce.recipe_for(args.model, args.method, args.quick, name=args.recipe, **overrides)
     output = args.output or os.path.join("runs", f"{args.model}-{args.method}")
     results = reproduce.run(
         args.model, args.method, data_dir=args.data_dir, output=output,
@@ -82,21 +88,18 @@ def _search(args):
     return 0
 
 
-def _load_any(path):
-    """Loads a `.keras`/`.h5` model with Keras 3, else with tf_keras."""
-    import keras
+_UNSAFE_HELP = ("load the model even if the file holds code (a Lambda layer, a serialized function, "
+                "a module outside Keras): that code then runs with your rights; only for files you trust")
+
+
+def _load_any(path, unsafe=False):
+    """Loads a `.keras`/`.h5` model (Keras 3, else tf_keras), refusing code unless `unsafe`."""
+    from deephoyer_tf._internal import loading
 
     try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as keras3_error:  # noqa: BLE001 - try the other flavour
-        try:
-            import tf_keras
-        except ImportError:
-            raise keras3_error from None
-        try:
-            return tf_keras.models.load_model(path, compile=False)
-        except Exception as tf_keras_error:
-            raise keras3_error from tf_keras_error
+        return loading.load_model(path, compile=False, safe_mode=not unsafe)
+    except loading.UnsafeModelError as error:
+        raise SystemExit(f"deephoyer-tf: {error}") from None
 
 
 def _report(args):
@@ -105,7 +108,7 @@ def _report(args):
     if not os.path.exists(args.model):
         print(f"deephoyer-tf report: no such file: {args.model}", file=sys.stderr)
         return 2
-    result = report.sparsity_report(_load_any(args.model))
+    result = report.sparsity_report(_load_any(args.model, args.unsafe))
     print(json.dumps(result.to_dict(), indent=2) if args.json else result)
     return 0
 
@@ -116,7 +119,7 @@ def _export(args):
     if not os.path.exists(args.model):
         print(f"deephoyer-tf export: no such file: {args.model}", file=sys.stderr)
         return 2
-    model = _load_any(args.model)
+    model = _load_any(args.model, args.unsafe)
     if args.shrink:
         from deephoyer_tf.structure import surgery
 
@@ -137,6 +140,26 @@ def _export(args):
     print(f"wrote {result.path}: {result.size_bytes:,} bytes ({result.gzip_bytes:,} gzipped), "
           f"{result.sparse_tensors} sparse tensors, max abs error {result.max_abs_error:.2e} "
           f"(checked with {result.runtime}, op resolver {result.op_resolver})")
+    return 0
+
+
+def _evaluate(args):
+    from deephoyer_tf.paper import evaluate
+
+    if not os.path.exists(args.model):
+        print(f"deephoyer-tf evaluate: no such file: {args.model}", file=sys.stderr)
+        return 2
+    try:
+        result = evaluate.evaluate(_load_any(args.model, args.unsafe), dataset=args.dataset,
+                                   data_dir=args.data_dir, split=args.split)
+    except ValueError as error:
+        print(f"deephoyer-tf evaluate: {error}", file=sys.stderr)
+        return 2
+    print(f"{args.model}: {args.split} accuracy {result['accuracy']:.2%} on {result['examples']:,} "
+          f"{args.dataset} images; {result['nonzero_weights']:,} of {result['total_weights']:,} "
+          f"weights nonzero (+ {result['nonzero_biases']:,} of {result['total_biases']:,} biases); "
+          f"{result['macs']:,} MACs; structure {result['structure']}")
+    print(json.dumps(result))
     return 0
 
 
@@ -166,6 +189,18 @@ def build_parser():
                    "(default $DEEPHOYER_CACHE_DIR or ~/.cache/deephoyer_tf)")
     p.add_argument("--quick", action="store_true", help="tiny budget: a smoke run in minutes")
     p.add_argument("--plots", action="store_true", help="write weight histograms to the output folder")
+    p.add_argument("--recipe", choices=["default", "authors"], default="default",
+                   help="default: this package's protocol; authors: the authors' public code "
+                   "(pixels / 255, Adam 1e-3 constant, batch 100, 250 + 250 + 50 epochs, biases "
+                   "regularized and pruned, Table 7's strength and std ratio), which also records the "
+                   "best test accuracy over the fine-tuning, as the authors report it (default: default)")
+    p.add_argument("--inputs", choices=["standardize", "unit"],
+                   help="input scaling: (pixel - mean) / std, or pixel / 255 (default: the recipe's)")
+    p.add_argument("--regularize-schedule", choices=["constant", "cosine"],
+                   help="learning rate of the regularized training (default: the recipe's)")
+    p.add_argument("--biases", action=argparse.BooleanOptionalAction, default=None,
+                   help="also regularize (element-wise methods) and prune the biases "
+                   "(default: the recipe's)")
     p.add_argument("--strength", type=float, help="regularization strength")
     p.add_argument("--std-ratio", type=float, help="fixed pruning threshold, in std of each kernel "
                    "(default: chosen on the validation split)")
@@ -209,6 +244,7 @@ def build_parser():
     p = sub.add_parser("report", help="print the sparsity table of a saved model")
     p.add_argument("model", help="a .keras or .h5 file")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
     p.set_defaults(func=_report)
 
     p = sub.add_parser("export", help="export a saved model to TFLite (sparse by default)")
@@ -218,7 +254,21 @@ def build_parser():
     p.add_argument("--dense", action="store_true", help="store weights densely")
     p.add_argument("--quantize", choices=["dynamic", "int8"], help="quantization (int8 needs data)")
     p.add_argument("--representative-data", help="int8: a .npy file of typical inputs")
+    p.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("evaluate", help="accuracy, nonzero weights and MACs of a saved model "
+                       "(JSON on the last line)")
+    p.add_argument("model", help="a .keras file that takes raw pixels (0 to 255) and starts with its "
+                   "own Rescaling or Normalization layer, as reproduce saves them")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+                   help="default: mnist")
+    p.add_argument("--data-dir", help="folder of the dataset's *-ubyte.gz files (default: "
+                   "$DEEPHOYER_DATA_DIR or $DEEPHOYER_FASHION_DATA_DIR, else download)")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test",
+                   help="val: the last 5,000 training images (default: test)")
+    p.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
+    p.set_defaults(func=_evaluate)
 
     p = sub.add_parser("plot", help="the paper's figures from runs")
     p.set_defaults(func=_plot)

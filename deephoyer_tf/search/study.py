@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from deephoyer_tf._internal import loading
 from deephoyer_tf._internal import validation
 from deephoyer_tf.search import objective
 
@@ -110,8 +111,11 @@ class SearchResult:
     output: pathlib.Path
     size_metric: str
 
-    def load_model(self, number: int | None = None):
-        """The final model of trial `number` (default: the chosen one), loaded from `output`."""
+    def load_model(self, number: int | None = None, *, safe_mode: bool = True):
+        """The final model of trial `number` (default: the chosen one), loaded from `output`.
+
+        ``safe_mode`` as in `deephoyer_tf.load_model`: a file holding code is refused.
+        """
         if number is None:
             if self.chosen is None:
                 raise ValueError("No trial met the accuracy constraint: there is no chosen model.")
@@ -119,7 +123,7 @@ class SearchResult:
         trial = next((t for t in self.trials if t["number"] == number), None)
         if trial is None or not trial.get("model_path"):
             raise ValueError(f"Trial {number} has no saved model (state {trial and trial['state']}).")
-        return keras.models.load_model(trial["model_path"], compile=False)
+        return loading.load_model(trial["model_path"], compile=False, safe_mode=safe_mode)
 
 
 def run(
@@ -352,12 +356,12 @@ def _dense(build_model, dense_model, train, val, schedule, epochs, output, seed,
     """The trained dense model: given, loaded from output/dense.keras, or trained (and saved there)."""
     if dense_model is not None:
         if isinstance(dense_model, (str, os.PathLike)):
-            return keras.models.load_model(dense_model)
+            return loading.load_model(dense_model)
         return dense_model
     path = output / "dense.keras"
     if path.exists():
         log(f"[search] dense model: reusing {path}")
-        return keras.models.load_model(path)
+        return loading.load_model(path)
     epochs = validation.check_int(epochs, "pretrain_epochs", minimum=1)
     keras.utils.set_random_seed(seed)
     model = build_model()
