@@ -108,6 +108,9 @@ class Recipe:
     finetune_weight_decay: float = 0.0  # L2 added to the gradient, as torch Adam's weight_decay
     select_average_epochs: int = 2  # selection: validation accuracy averaged over the last N epochs
     select_screen_drop: float = 0.05  # selection: skip the fine-tune of a ratio this far below right after pruning
+    # selection: "plateau" judges pruning against min(dense accuracy, the regularized model's own, measured at
+    # the smallest ratio); "dense" against the dense model's only
+    select_reference: str = "plateau"
     track_test: bool = False  # record test accuracy after pruning and each fine-tune epoch
 
 
@@ -376,7 +379,17 @@ def select_std_ratio(model, data, recipe, reference, log=print):
     The accuracy a candidate is judged by is `selection_accuracy`: the mean
     over the last `recipe.select_average_epochs` epochs of that fine-tune,
     which is steadier than one epoch's. The first candidate whose accuracy is
-    at least ``reference - recipe.tolerance`` wins. With
+    at least ``reference - recipe.tolerance`` wins.
+
+    With ``recipe.select_reference == "plateau"`` (the default), the smallest
+    candidate is measured first: it prunes almost nothing, so its accuracy is
+    the regularized model's own. When that is below `reference` (the
+    regularization itself cost accuracy; how much is the strength's choice,
+    not the threshold's), pruning is judged against it instead: the chosen
+    ratio is the largest that keeps the accuracy the regularized model has.
+    Without this, a model whose regularized accuracy sits just below the cut
+    fails every candidate and falls back to the smallest ratio, the least
+    sparse choice, on a difference of a few images (BENCHMARKS.md). With
     `recipe.select_screen_drop`, a candidate whose accuracy right after
     pruning is more than that below the reference is rejected without its
     fine-tune (a large ratio that destroyed the network), which saves the
@@ -391,7 +404,31 @@ def select_std_ratio(model, data, recipe, reference, log=print):
     x_train, y_train = _training_arrays(data, recipe)
     chosen = None
     tries = []
-    for ratio in sorted(recipe.std_ratios, reverse=True):
+    ratios = sorted(recipe.std_ratios, reverse=True)
+    plateau = None
+    if recipe.select_reference == "plateau":
+        # The smallest ratio first: its accuracy is the regularized model's own
+        # (it prunes almost nothing), the level pruning must not fall below.
+        smallest = ratios.pop()
+        report = prune(model, std_ratio=smallest, biases=recipe.biases)
+        accuracies = _selection_finetune(model, data, x_train, y_train, recipe)
+        plateau = selection_accuracy(accuracies, recipe.select_average_epochs)
+        model.set_weights(saved)
+        smallest_try = {"std_ratio": smallest, "nonzero_weights": report.nonzero_weights,
+                        "validation_accuracies": accuracies, "selection_accuracy": plateau}
+        log(f"[select] std_ratio={smallest:g} (the regularized model's own level): val acc {plateau:.4f} "
+            f"(per epoch {', '.join(f'{a:.4f}' for a in accuracies)}), nonzero {report.nonzero_weights}")
+        if plateau < reference:
+            log(f"[select] the regularized model reaches val acc {plateau:.4f} (std_ratio={smallest:g}, "
+                f"{report.nonzero_weights} nonzero), below the dense model's {reference:.4f}: pruning "
+                "is judged against it")
+            reference = plateau
+        ratios.append(smallest)
+    for ratio in ratios:
+        if plateau is not None and ratio == ratios[-1]:
+            tries.append(smallest_try)
+            chosen = ratio
+            break
         report = prune(model, std_ratio=ratio, biases=recipe.biases)
         if recipe.select_screen_drop is not None and recipe.select_finetune_epochs:
             pruned_accuracy = _accuracy(model, data.x_val, data.y_val)

@@ -1,5 +1,6 @@
 """Issue 18: the authors' recipe, models that carry their preprocessing, `evaluate`, the selection rule."""
 
+import dataclasses
 import json
 
 import keras
@@ -200,8 +201,9 @@ def test_averaged_selection_is_stable_where_one_epoch_flips(monkeypatch):
 
         monkeypatch.setattr(reproduce, "_selection_finetune", finetune)
         monkeypatch.setattr(reproduce, "prune", prune)
-        recipe = reproduce.recipe_for("lenet-300-100", "hs", std_ratios=tuple(truth), select_finetune_epochs=4,
-                                      select_average_epochs=average, tolerance=0.0)
+        recipe = dataclasses.replace(reproduce.recipe_for(
+            "lenet-300-100", "hs", std_ratios=tuple(truth), select_finetune_epochs=4,
+            select_average_epochs=average, tolerance=0.0), select_screen_drop=None)
         ratio, tries = reproduce.select_std_ratio(model, data, recipe, cut, log=lambda *a: None)
         return ratio
 
@@ -259,3 +261,31 @@ def test_screening_skips_the_fine_tune_of_ratios_that_destroy_the_network(monkey
     ratio, tries = reproduce.select_std_ratio(model, data, recipe, 0.98, log=lambda *a: None)
     assert ratio == 0.5 and len(finetuned) == 1
     assert tries[0]["screened_out"] and tries[0]["std_ratio"] == 1.0 and tries[0]["pruned_accuracy"] == 0.5
+
+
+@pytest.mark.parametrize("reference_rule, expected", [("dense", 0.001), ("plateau", 0.2)])
+def test_a_flat_plateau_below_the_dense_cut_keeps_the_largest_ratio_on_it(monkeypatch, reference_rule, expected):
+    """Seed 1 of the main job: regularization cost 0.3 points, pruning nothing more.
+
+    Every ratio from 0.2 down reaches the same validation accuracy (the
+    regularized model's), 0.1 points under the dense cut. Judged against the
+    dense model, none passes and the smallest ratio (the least sparse) is
+    used; judged against the plateau, the largest ratio on it is chosen.
+    """
+    level = {0.3: 0.9700, 0.2: 0.9822, 0.1: 0.9829, 0.01: 0.9835, 0.001: 0.9835}
+    current = {}
+    original_prune = reproduce.prune
+
+    def prune(m, std_ratio, biases=False):
+        current["ratio"] = std_ratio
+        return original_prune(m, std_ratio=std_ratio, biases=biases)
+
+    monkeypatch.setattr(reproduce, "prune", prune)
+    monkeypatch.setattr(reproduce, "_selection_finetune", lambda m, d, x, y, r: [level[current["ratio"]]] * 3)
+    recipe = dataclasses.replace(reproduce.recipe_for(
+        "lenet-300-100", "hs", std_ratios=tuple(level), tolerance=0.002, select_reference=reference_rule),
+        select_screen_drop=None)
+    ratio, tries = reproduce.select_std_ratio(reproduce.build_model("lenet-300-100"), _splits(), recipe,
+                                              0.9862, log=lambda *a: None)
+    assert ratio == expected
+    assert tries[-1]["std_ratio"] == expected

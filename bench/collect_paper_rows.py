@@ -1,0 +1,63 @@
+"""Commits one row of the paper's Table 1/2: per-seed runs -> bench/results/paper/<model>-<method>/.
+
+    python bench/collect_paper_rows.py --row lenet-300-100-hs --runs runs/seed0 runs/seed1 runs/seed2 \\
+        --command "deephoyer-tf reproduce lenet-300-100 --method hs --seed S ..."
+
+Each run folder is a finished `reproduce` output (``results.json`` and
+``model.keras``). The first run's model is copied to ``model.keras`` beside a
+``results.json`` holding the recipe, the seeds, every seed's numbers, their
+mean and standard deviation, the paper's row and the command. The committed
+model is the final model of that seed: `deephoyer-tf evaluate` on it prints
+that seed's numbers.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+
+KEYS = ("test_accuracy", "validation_accuracy", "nonzero_weights", "nonzero_biases", "macs", "structure",
+        "std_ratio", "dense_test_accuracy", "dense_validation_accuracy", "wall_seconds", "date",
+        "best_test_epoch_accuracy")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--row", required=True, help="e.g. lenet-300-100-hs")
+    parser.add_argument("--runs", nargs="+", required=True)
+    parser.add_argument("--command", required=True)
+    parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "paper"))
+    args = parser.parse_args(argv)
+    runs = [json.loads((pathlib.Path(r) / "results.json").read_text()) for r in args.runs]
+    recipes = {json.dumps({k: v for k, v in r["recipe"].items() if k != "seed"}, sort_keys=True) for r in runs}
+    if len(recipes) != 1:
+        raise SystemExit("the runs differ in more than their seed")
+    per_seed = [{"seed": r["recipe"]["seed"], **{k: r.get(k) for k in KEYS}} for r in runs]
+    summary = {}
+    for key in ("test_accuracy", "validation_accuracy", "nonzero_weights", "macs"):
+        values = np.array([r[key] for r in runs], dtype=float)
+        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    first = runs[0]
+    row = {
+        "row": args.row, "model": first["model"], "method": first["method"], "dataset": first["dataset"],
+        "recipe": {k: v for k, v in first["recipe"].items() if k != "seed"},
+        "seeds": [r["recipe"]["seed"] for r in runs], "per_seed": per_seed, "mean_std": summary,
+        "committed_model": {"seed": first["recipe"]["seed"], **{k: first.get(k) for k in KEYS}},
+        "paper": first.get("paper"), "command": args.command,
+    }
+    folder = pathlib.Path(args.out) / args.row
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(pathlib.Path(args.runs[0]) / "model.keras", folder / "model.partial.keras")
+    os.replace(folder / "model.partial.keras", folder / "model.keras")
+    (folder / "results.partial.json").write_text(json.dumps(row, indent=2))
+    os.replace(folder / "results.partial.json", folder / "results.json")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
