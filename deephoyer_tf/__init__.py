@@ -8,6 +8,8 @@ The public names are re-exported here; the design is in the subpackages
 
 * `regularizers`: the measures, the regularizer classes, `regularize`;
 * `sparsity`: `prune`, `fix_zeros` / `strip_zero_masks`, the TFMOT wrapper;
+* `pruning`: magnitude pruning (`ConstantSparsity`, `PolynomialDecay`,
+  `prune_magnitude`; the callback `MagnitudePruning`);
 * `callbacks`: `ThresholdPruning`, `StrengthSchedule`, `SparsitySummaries`;
 * `structure`: the layer registry, liveness, `sparsity_report`, `shrink`;
 * `export`: TFLite / LiteRT export and latency;
@@ -25,6 +27,7 @@ from deephoyer_tf._internal.backend import BackendError
 from deephoyer_tf._internal.loading import UnsafeModelError
 from deephoyer_tf._internal.loading import load_model
 from deephoyer_tf._version import __version__
+from deephoyer_tf.callbacks import MagnitudePruning
 from deephoyer_tf.callbacks import SparsitySummaries
 from deephoyer_tf.callbacks import StrengthSchedule
 from deephoyer_tf.callbacks import ThresholdPruning
@@ -32,6 +35,9 @@ from deephoyer_tf.export import export_tflite
 from deephoyer_tf.export import tflite_latency
 from deephoyer_tf.paper import datasets
 from deephoyer_tf.paper import models
+from deephoyer_tf.pruning import ConstantSparsity
+from deephoyer_tf.pruning import PolynomialDecay
+from deephoyer_tf.pruning import prune_magnitude
 from deephoyer_tf.regularizers import DeepHoyerRegularizer
 from deephoyer_tf.regularizers import GroupHoyerSquare
 from deephoyer_tf.regularizers import GroupLasso
@@ -50,6 +56,7 @@ from deephoyer_tf.structure import KernelSpec
 from deephoyer_tf.structure import ShrinkSummary
 from deephoyer_tf.structure import SparsityReport
 from deephoyer_tf.structure import UnhandledLayerWarning
+from deephoyer_tf.structure import pattern_summary
 from deephoyer_tf.structure import register_layer
 from deephoyer_tf.structure import shrink
 from deephoyer_tf.structure import sparsity_report
@@ -72,6 +79,7 @@ def __getattr__(name):
 
 __all__ = [
     "BackendError",
+    "ConstantSparsity",
     "DeepHoyerRegularizer",
     "GatherUnits",
     "GroupHoyerSquare",
@@ -80,6 +88,8 @@ __all__ = [
     "Hoyer",
     "HoyerSquare",
     "KernelSpec",
+    "MagnitudePruning",
+    "PolynomialDecay",
     "ShrinkSummary",
     "SparsityReport",
     "SparsitySummaries",
@@ -97,7 +107,9 @@ __all__ = [
     "load_model",
     "make_train_step",
     "models",
+    "pattern_summary",
     "prune",
+    "prune_magnitude",
     "register_layer",
     "regularize",
     "shrink",

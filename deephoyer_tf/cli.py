@@ -237,7 +237,7 @@ def build_parser():
                        "model within a validation-accuracy drop")
     p.add_argument("model", choices=["lenet-300-100", "lenet-5"])
     p.add_argument("--method", required=True,
-                   choices=["hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude"])
+                   choices=["hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude", "tfmot-magnitude"])
     p.add_argument("--trials", type=int, required=True, help="trials to run now (the study may hold more)")
     p.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///search.db (a database "
                    "server URL lets several machines share the study; default OUTPUT/study.db)")

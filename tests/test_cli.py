@@ -91,12 +91,12 @@ def test_report_of_the_saved_model_matches_results(quick_hs, env):
 
 
 def test_magnitude_baseline_quick(tmp_path, mnist_dir, env):
-    """TFMOT runs in its own process (it switches tf.keras to Keras 2)."""
+    """MagnitudePruning on Keras 3 (the TFMOT cross-check is the search's tfmot-magnitude method)."""
     stdout = _cli("reproduce", "lenet-300-100", "--method", "magnitude", "--quick",
                   "--target-sparsity", "0.9", "--data-dir", mnist_dir, "--output", str(tmp_path), env=env)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["method"] == "magnitude" and results["target_sparsity"] == 0.9
-    # TFMOT's PolynomialDecay reaches the target sparsity in each layer.
+    # PolynomialDecay reaches the target sparsity in each layer.
     assert results["nonzero_weights"] == pytest.approx(0.1 * 266200, rel=0.01)
     assert "[magnitude]" in stdout
 

@@ -43,7 +43,8 @@ _METHOD_LABELS = {
     "group-hs": "DeepHoyer Group-HS",
     "l1": "L1",
     "group-lasso": "group lasso",
-    "magnitude": "TFMOT magnitude",
+    "magnitude": "magnitude",
+    "tfmot-magnitude": "TFMOT magnitude",
 }
 _DENSE_FIELDS = {"nonzero_weights": "total_weights", "macs": "dense_macs"}
 
@@ -413,7 +414,7 @@ def _pareto_panel(ax, runs, metric):
         mine = sorted((r for r in runs if r["method"] == method), key=lambda r: r[metric])
         x = [r[metric] for r in mine]
         y = [100 * r["test_accuracy"] for r in mine]
-        marker = "s" if method == "magnitude" else "o"
+        marker = "s" if method in ("magnitude", "tfmot-magnitude") else "o"
         ax.plot(x, y, marker=marker, color=f"C{k}", label=_method_label(method))
         for xi, yi in zip(x, y):
             ax.annotate(f"{xi:,}", (xi, yi), textcoords="offset points", xytext=(4, 4),

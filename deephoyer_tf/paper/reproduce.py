@@ -839,10 +839,17 @@ def _without_regularizers(layer):
     return type(layer).from_config(config)
 
 
-def _run_magnitude(model_name, dense, data, recipe, log):
-    """TFMOT magnitude pruning (tf_keras), polynomial decay to the target sparsity."""
-    import tensorflow_model_optimization as tfmot  # lazy: switches tf.keras to Keras 2
-    import tf_keras
+def _run_magnitude(model_name, dense, data, recipe, log, engine="keras"):
+    """Magnitude pruning with a polynomial schedule to the target sparsity.
+
+    ``engine="keras"`` (default): `deephoyer_tf.MagnitudePruning` on Keras 3,
+    any backend. ``engine="tfmot"``: TFMOT's ``prune_low_magnitude`` on
+    tf_keras (TensorFlow only; importing TFMOT switches tf.keras to Keras 2),
+    kept as a cross-check. Same schedule, optimizer and epochs in both.
+    """
+    from deephoyer_tf._internal import backend
+    from deephoyer_tf.callbacks.magnitude_pruning import MagnitudePruning
+    from deephoyer_tf.pruning.schedules import PolynomialDecay
 
     target = recipe.target_sparsity
     if target is None:
@@ -851,23 +858,39 @@ def _run_magnitude(model_name, dense, data, recipe, log):
         target = 1.0 - paper / total
     x_train, y_train = _training_arrays(data, recipe)
     steps_per_epoch = int(np.ceil(len(x_train) / recipe.batch_size))
-    end_step = steps_per_epoch * recipe.regularize_epochs
-    model = build_model(model_name, flavour="tf_keras")
-    model.set_weights(dense.get_weights())
-    schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=float(target), begin_step=0,
-        end_step=max(end_step, 1), frequency=max(steps_per_epoch // 4, 1))
-    pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=schedule)
-    _compile(pruned, recipe.learning_rate, tf_keras)
+    frequency = max(steps_per_epoch // 4, 1)
+    # end_step a multiple of the frequency, so the last update reaches the target
+    end_step = max(frequency * ((steps_per_epoch * recipe.regularize_epochs) // frequency), frequency)
+    schedule = dict(initial_sparsity=0.0, final_sparsity=float(target), begin_step=0,
+                    end_step=end_step, frequency=frequency)
     epochs = recipe.regularize_epochs + recipe.finetune_epochs
-    log(f"[magnitude] TFMOT prune_low_magnitude to sparsity {target:.4f}: {epochs} epochs")
-    pruned.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=epochs,
-               validation_data=(data.x_val, data.y_val), verbose=2,
-               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-    stripped = tfmot.sparsity.keras.strip_pruning(pruned)
+    fit_args = dict(batch_size=recipe.batch_size, epochs=epochs,
+                    validation_data=(data.x_val, data.y_val), verbose=2)
+    if engine == "tfmot":
+        backend.require_tensorflow("reproduce's TFMOT magnitude cross-check (tf_keras)")
+        import tensorflow_model_optimization as tfmot  # lazy: switches tf.keras to Keras 2
+        import tf_keras
+
+        model = build_model(model_name, flavour="tf_keras")
+        model.set_weights(dense.get_weights())
+        pruned = tfmot.sparsity.keras.prune_low_magnitude(
+            model, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(**schedule))
+        _compile(pruned, recipe.learning_rate, tf_keras)
+        log(f"[magnitude] TFMOT prune_low_magnitude to sparsity {target:.4f}: {epochs} epochs")
+        pruned.fit(x_train, y_train, **fit_args, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        weights = tfmot.sparsity.keras.strip_pruning(pruned).get_weights()
+    else:
+        model = build_model(model_name)
+        model.set_weights(dense.get_weights())
+        _compile(model, recipe.learning_rate)
+        log(f"[magnitude] MagnitudePruning to sparsity {target:.4f} "
+            f"({keras.backend.backend()}): {epochs} epochs")
+        model.fit(x_train, y_train, **fit_args,
+                  callbacks=[MagnitudePruning(PolynomialDecay(**schedule))])
+        weights = strip_zero_masks(model).get_weights()
     final = build_model(model_name)
-    final.set_weights(stripped.get_weights())
-    return final, {"target_sparsity": float(target)}
+    final.set_weights(weights)
+    return final, {"target_sparsity": float(target), "magnitude_engine": engine}
 
 
 def _kernel_arrays(model):

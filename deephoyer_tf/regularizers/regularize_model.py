@@ -17,6 +17,7 @@ from deephoyer_tf.regularizers.transformer_groups import HeadGroups
 from deephoyer_tf.regularizers.transformer_groups import UnitGroups
 from deephoyer_tf.structure import attention
 from deephoyer_tf.structure import graph as graph_lib
+from deephoyer_tf.structure import patterns
 from deephoyer_tf.structure import registry
 
 if TYPE_CHECKING:
@@ -326,6 +327,15 @@ def _attention_copy(layer, regularizer, bias_regularizer, plan, links):
 def _group_adapted(layer, spec, regularizer, plan, links):
     """The group regularizer for one kernel of `layer`, or None to leave it unregularized."""
     name = layer.name
+    if regularizer.groups == "blocks":
+        layout = None if spec is None else spec.layout
+        if layout not in patterns.PATTERN_LAYOUTS:
+            raise ValueError(
+                f"groups='blocks' cannot group the kernels of layer {name!r} "
+                f"({type(layer).__name__}, layout {layout!r}): blocks need one input and one "
+                f"output axis (layouts {patterns.PATTERN_LAYOUTS}). Leave it out with `layer_types`."
+            )
+        return regularizer.with_layout(layout)
     if attention.is_attention(layer):
         num_heads = private_api.attention_settings(layer)[0]
         heads = HeadGroups.from_group_regularizer(regularizer, num_heads)

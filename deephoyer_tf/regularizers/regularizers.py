@@ -32,6 +32,7 @@ from deephoyer_tf._internal import backend
 from deephoyer_tf._internal import tf_keras_faces
 from deephoyer_tf._internal import validation
 from deephoyer_tf.regularizers import measures as _measures
+from deephoyer_tf.structure import patterns
 from deephoyer_tf.structure import registry
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     _G = TypeVar("_G", bound="_GroupRegularizer")
 
 _PACKAGE = "deephoyer_tf"
-_GROUPS = ("outputs", "inputs", "both")
+_GROUPS = ("outputs", "inputs", "both", "blocks")
 
 # Classes registered here are also registered with tf_keras when it is imported.
 REGISTERED = []
@@ -246,6 +247,25 @@ class HoyerSquare(DeepHoyerRegularizer):
         return _measures.hoyer_square(x)
 
 
+def _blocked(x, layout, block):
+    """Kernel `x` as ``(P, out/r, r, in/c, c)`` blocks (zero-padded): groups index axes 0, 1, 3."""
+    if layout not in patterns.PATTERN_LAYOUTS:
+        raise ValueError(
+            f"groups='blocks' needs a kernel with one input and one output axis (layouts "
+            f"{patterns.PATTERN_LAYOUTS}). Received: a kernel of shape {tuple(x.shape)} "
+            f"with layout={layout!r}"
+        )
+    if layout == "in_out":
+        x = ops.swapaxes(x, -1, -2)
+    outputs, inputs = int(x.shape[-2]), int(x.shape[-1])
+    x = ops.reshape(x, (-1, outputs, inputs))
+    r, c = block
+    pad_r, pad_c = (-outputs) % r, (-inputs) % c
+    if pad_r or pad_c:
+        x = ops.pad(x, ((0, 0), (0, pad_r), (0, pad_c)))
+    return ops.reshape(x, (-1, (outputs + pad_r) // r, r, (inputs + pad_c) // c, c))
+
+
 class _GroupRegularizer(DeepHoyerRegularizer):
     """Shared argument handling of the group regularizers."""
 
@@ -255,6 +275,7 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         groups: str = "both",
         input_strength: float | None = None,
         layout: str = "in_out",
+        block_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__(strength)
         validation.check_choice(groups, "groups", _GROUPS)
@@ -264,8 +285,16 @@ class _GroupRegularizer(DeepHoyerRegularizer):
                 "Argument `input_strength` applies only with groups='both'. "
                 f"Received: input_strength={input_strength!r}, groups={groups!r}"
             )
+        if groups == "blocks":
+            block_size = patterns.check_block_size((1, 4) if block_size is None else block_size)
+        elif block_size is not None:
+            raise ValueError(
+                "Argument `block_size` applies only with groups='blocks'. "
+                f"Received: block_size={block_size!r}, groups={groups!r}"
+            )
         self.groups = groups
         self.layout = layout
+        self.block_size = block_size
         self._tied = input_strength is None
         if self._tied:
             self._input_strength = self._strength
@@ -306,6 +335,8 @@ class _GroupRegularizer(DeepHoyerRegularizer):
                 f"layout={self.layout!r} needs a kernel of rank >= {needed}, "
                 "such as a Dense (in, out) or Conv (k..., in, out) kernel."
             )
+        if self.groups == "blocks":
+            return {"blocks": self._group_measures(_blocked(x, self.layout, self.block_size), [(0, 1, 3)])[0]}
         kinds = ("outputs", "inputs") if self.groups == "both" else (self.groups,)
         values = self._group_measures(x, [registry.keep_axes(self.layout, k) for k in kinds])
         return dict(zip(kinds, values))
@@ -321,6 +352,8 @@ class _GroupRegularizer(DeepHoyerRegularizer):
     def __call__(self, x: TensorLike) -> Tensor:
         terms = self._terms(x)
         total = None
+        if "blocks" in terms:
+            total = _scale(self._strength, terms["blocks"])
         if "outputs" in terms:
             total = _scale(self._strength, terms["outputs"])
         if "inputs" in terms:
@@ -349,6 +382,7 @@ class _GroupRegularizer(DeepHoyerRegularizer):
             "groups": self.groups,
             "input_strength": None if self._tied else self.input_strength,
             "layout": self.layout,
+            "block_size": self.block_size,
         }
 
 
@@ -367,6 +401,12 @@ class GroupHoyerSquare(_GroupRegularizer):
     * ``groups="both"`` (default): the sum of the two terms, eq. 8 of the paper;
       by default with equal strengths, or ``input_strength`` for the inputs
       term.
+    * ``groups="blocks"``: one group per ``block_size=(r, c)`` block of r
+      outputs by c consecutive inputs (default ``(1, 4)``; TFLite's
+      ``(outputs, inputs)`` orientation, see `deephoyer_tf.structure.patterns`),
+      so that whole blocks die: the pattern of `MagnitudePruning(...,
+      block_size=...)` and of TFLite's sparse kernels. Kernels of layouts
+      ``"in_out"`` and ``"out_in"`` only.
 
     Args:
         strength: float >= 0 (default 1e-4), the strength of the outputs term
@@ -374,6 +414,8 @@ class GroupHoyerSquare(_GroupRegularizer):
         groups: ``"outputs"``, ``"inputs"`` or ``"both"``.
         input_strength: float >= 0 or None, the strength of the inputs term
             when ``groups="both"``.
+        block_size: ``(r, c)`` with ``groups="blocks"`` (default ``(1, 4)``);
+            None otherwise.
         layout: the kernel layout: ``"in_out"`` (Dense, Conv, Embedding: the
             default), ``"out_in"`` (ConvTranspose) or ``"depthwise"``
             (DepthwiseConv, the depthwise kernel of SeparableConv, whose output
@@ -392,8 +434,9 @@ class GroupHoyerSquare(_GroupRegularizer):
         groups: str = "both",
         input_strength: float | None = None,
         layout: str = "in_out",
+        block_size: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(strength, groups, input_strength, layout)
+        super().__init__(strength, groups, input_strength, layout, block_size)
 
     def _group_measures(self, x, keep_axes_list):
         # Both groupings in one pass, with the closed-form gradient (eq. 10).
@@ -418,8 +461,9 @@ class GroupLasso(_GroupRegularizer):
         groups: str = "both",
         input_strength: float | None = None,
         layout: str = "in_out",
+        block_size: tuple[int, int] | None = None,
     ) -> None:
-        super().__init__(strength, groups, input_strength, layout)
+        super().__init__(strength, groups, input_strength, layout, block_size)
 
     def _group_measures(self, x, keep_axes_list):
         return [_measures.group_lasso(x, keep) for keep in keep_axes_list]

@@ -64,7 +64,7 @@ def lenet(
     # Only the training and validation arrays go on; the test arrays stay here.
     splits = _TrainAndValidation(train[0], train[1], data.x_val, data.y_val)
     dense, _ = reproduce.pretrained(model_name, splits, recipe, cache_dir, log)
-    if method == "magnitude":
+    if method in objective.MAGNITUDE_METHODS:
         first = {"target_sparsity": 0.98}
     else:
         first = {"strength": recipe.strength}
@@ -73,7 +73,7 @@ def lenet(
         else:
             first["std_ratio"] = 0.1
     strength_range = strength_range or study_lib.STRENGTHS.get(method)
-    if method != "magnitude" and not strength_range[0] <= recipe.strength <= strength_range[1]:
+    if method not in objective.MAGNITUDE_METHODS and not strength_range[0] <= recipe.strength <= strength_range[1]:
         first = None
     return study_lib.run(
         functools.partial(reproduce.build_model, model_name), (train[0], train[1]),

@@ -2,7 +2,7 @@
 
 `train_trial` runs the package's three stages on a copy of a trained dense
 model with one set of parameters (strength, std ratio or per-layer std
-ratios; target sparsity for TFMOT magnitude pruning) and returns the final
+ratios; target sparsity for magnitude pruning) and returns the final
 model with its validation accuracy, nonzero weights and MACs. It knows
 nothing of Optuna: `study` calls it from the objective and passes `report`,
 which receives the validation accuracy after every epoch (Optuna's
@@ -29,8 +29,10 @@ import keras
 import numpy as np
 
 from deephoyer_tf._internal import validation
+from deephoyer_tf.callbacks.magnitude_pruning import MagnitudePruning
 from deephoyer_tf.callbacks.strength_schedule import StrengthSchedule
 from deephoyer_tf.paper import reproduce
+from deephoyer_tf.pruning.schedules import PolynomialDecay
 from deephoyer_tf.regularizers import regularizers
 from deephoyer_tf.regularizers.regularize_model import regularize
 from deephoyer_tf.sparsity.fixed_zeros import fix_zeros
@@ -42,8 +44,11 @@ if TYPE_CHECKING:
     from typing import Any
     from typing import Callable
 
-#: Methods the search trains: the package's regularizers, L1, and TFMOT magnitude pruning.
-METHODS = ("hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude")
+#: Methods the search trains: the package's regularizers, L1, magnitude pruning on Keras 3
+#: (`MagnitudePruning`, any backend) and TFMOT's on tf_keras (the cross-check).
+METHODS = ("hs", "hoyer", "group-hs", "l1", "group-lasso", "magnitude", "tfmot-magnitude")
+#: Methods that prune by magnitude to a `target_sparsity` (no regularizer).
+MAGNITUDE_METHODS = ("magnitude", "tfmot-magnitude")
 #: Methods whose size is counted in MACs (they remove whole units).
 STRUCTURAL = ("group-hs", "group-lasso")
 
@@ -205,8 +210,8 @@ def train_trial(
             epoch; may raise (Optuna's ``TrialPruned``) to stop the trial.
         backup_dir: per-epoch backups of each stage (resumed when present).
         callbacks: extra Keras callbacks for every `fit`.
-        build_tf_keras: ``magnitude`` only: builds the same architecture in
-            tf_keras (TFMOT works on tf_keras models only).
+        build_tf_keras: ``tfmot-magnitude`` only: builds the same architecture
+            in tf_keras (TFMOT works on tf_keras models only).
         log: where progress lines go.
 
     Returns:
@@ -222,6 +227,8 @@ def train_trial(
     steps = train.steps_per_epoch(schedule.batch_size)
     start = time.time()
     if method == "magnitude":
+        model = _magnitude_keras(dense, train, params, schedule, report_cb, callbacks, backup, log)
+    elif method == "tfmot-magnitude":
         model = _magnitude(dense, train, val, params, schedule, report_cb, callbacks, build_tf_keras, backup)
     else:
         regularizer = make_regularizer(method, params["strength"])
@@ -260,11 +267,34 @@ def train_trial(
     return model, info
 
 
+def _magnitude_schedule(steps, schedule, target):
+    """PolynomialDecay arguments: 0 to `target` over `regularize_epochs`, updates 4 times an epoch."""
+    frequency = max(steps // 4, 1)
+    end_step = max(frequency * ((steps * schedule.regularize_epochs) // frequency), frequency)
+    return dict(initial_sparsity=0.0, final_sparsity=float(target), begin_step=0,
+                end_step=end_step, frequency=frequency)
+
+
+def _magnitude_keras(dense, train, params, schedule, report_cb, callbacks, backup, log):
+    """`MagnitudePruning` (Keras 3, any backend) with a polynomial schedule to `target_sparsity`."""
+    steps = train.steps_per_epoch(schedule.batch_size) or 1
+    model = keras.models.clone_model(dense)
+    model.set_weights(dense.get_weights())
+    _compile(model, schedule.learning_rate)
+    pruning = MagnitudePruning(PolynomialDecay(**_magnitude_schedule(steps, schedule, params["target_sparsity"])))
+    reproduce.fit_resumable(
+        model, **train.fit_arguments(schedule.batch_size),
+        epochs=schedule.regularize_epochs + schedule.finetune_epochs,
+        backup_dir=backup("magnitude"), log=log, stage="magnitude",
+        callbacks=[pruning, *report_cb(0), *callbacks], verbose=0)
+    return strip_zero_masks(model)
+
+
 def _magnitude(dense, train, val, params, schedule, report_cb, callbacks, build_tf_keras, backup):
-    """TFMOT `prune_low_magnitude` (tf_keras) with a polynomial schedule to `target_sparsity`."""
+    """TFMOT `prune_low_magnitude` (tf_keras) with the same schedule to `target_sparsity`."""
     if build_tf_keras is None:
         raise ValueError(
-            "Invalid value for argument `build_tf_keras`. Method 'magnitude' needs a function "
+            "Invalid value for argument `build_tf_keras`. Method 'tfmot-magnitude' needs a function "
             "that builds the same architecture in tf_keras (TFMOT prunes tf_keras models only). "
             "Received: None"
         )
@@ -272,12 +302,10 @@ def _magnitude(dense, train, val, params, schedule, report_cb, callbacks, build_
     import tf_keras
 
     steps = train.steps_per_epoch(schedule.batch_size) or 1
-    end_step = steps * schedule.regularize_epochs
     model = build_tf_keras()
     model.set_weights(dense.get_weights())
     pruning = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=float(params["target_sparsity"]), begin_step=0,
-        end_step=max(end_step, 1), frequency=max(steps // 4, 1))
+        **_magnitude_schedule(steps, schedule, params["target_sparsity"]))
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=pruning)
     _compile(pruned, schedule.learning_rate, module=tf_keras)
     epochs = schedule.regularize_epochs + schedule.finetune_epochs

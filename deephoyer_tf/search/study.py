@@ -16,7 +16,7 @@ model's. Everything is Optuna's:
   the objective); the default `optuna.pruners.ThresholdPruner` stops a trial
   whose error exceeds the dense model's by more than `prune_margin` points
   (training diverged or the strength is far too high: no fine-tuning will
-  recover it); for ``magnitude`` only once TFMOT's sparsity ramp is over. Pass any Optuna pruner (e.g. ``MedianPruner``, which compares
+  recover it); for the magnitude methods only once the sparsity ramp is over. Pass any Optuna pruner (e.g. ``MedianPruner``, which compares
   trials at the same epoch).
 * **Storage**: an RDB storage (`storage`: a SQLAlchemy URL, ``sqlite:///s.db``
   on one machine, ``postgresql://...`` or ``mysql://...`` for several) with
@@ -78,7 +78,7 @@ STRENGTHS = {
 }
 #: Default log-uniform std-ratio range (the threshold is ``ratio * std(W)`` per layer).
 STD_RATIOS = (0.01, 2.0)
-#: Default uniform target-sparsity range of TFMOT magnitude pruning.
+#: Default uniform target-sparsity range of the magnitude methods.
 SPARSITIES = (0.8, 0.995)
 
 
@@ -164,15 +164,16 @@ def run(
 
     Args:
         build_model: ``build_model()`` returns a new, uncompiled Keras 3 model
-            of the architecture (logits out); for ``method="magnitude"``,
+            of the architecture (logits out); for ``method="tfmot-magnitude"``,
             ``build_model(flavour="tf_keras")`` must return the same
             architecture in tf_keras.
         train: training data, ``(x, y)`` arrays or a batched `tf.data.Dataset`.
         validation_data: validation data, same forms. Choices are made on it;
             the test set is not an argument.
         method: ``"hs"``, ``"hoyer"``, ``"group-hs"``, ``"l1"``,
-            ``"group-lasso"`` or ``"magnitude"`` (TFMOT; imports
-            `tensorflow_model_optimization`, which switches `tf.keras` to
+            ``"group-lasso"``, ``"magnitude"`` (`MagnitudePruning`, Keras 3, any
+            backend) or ``"tfmot-magnitude"`` (TFMOT on tf_keras, the cross-check;
+            imports `tensorflow_model_optimization`, which switches `tf.keras` to
             Keras 2 for the process: run it in its own process).
         n_trials: trials to run now (the study may already hold others).
         output: folder for ``search.json``, ``pareto.png``, ``dense.keras``,
@@ -189,7 +190,7 @@ def run(
         strength_range: log-uniform range of the strength (default
             `STRENGTHS`).
         std_ratio_range: log-uniform range of the std ratio(s).
-        sparsity_range: ``magnitude``: uniform range of the target sparsity.
+        sparsity_range: magnitude methods: uniform range of the target sparsity.
         per_layer: one std ratio per kernel layer instead of one for all.
         size_metric: ``"nonzero_weights"`` or ``"macs"`` (default: MACs for
             group methods, nonzero weights otherwise).
@@ -255,7 +256,7 @@ def run(
     # TFMOT's sparsity ramps up during the first `regularize_epochs`: judge it at the final sparsity only.
     pruner = pruner or optuna.pruners.ThresholdPruner(
         upper=1.0 - dense_val + prune_margin / 100.0,
-        n_warmup_steps=schedule.regularize_epochs if method == "magnitude" else 0)
+        n_warmup_steps=schedule.regularize_epochs if method in objective.MAGNITUDE_METHODS else 0)
     study = optuna.create_study(
         storage=rdb, study_name=study_name, direction="minimize", sampler=sampler, pruner=pruner,
         load_if_exists=True)
@@ -299,7 +300,7 @@ def run(
             model, info = objective.train_trial(
                 dense, train_data, val_data, method, _trial_params(params, layers), schedule,
                 evaluate=evaluate, report=report, backup_dir=backup, callbacks=callbacks,
-                build_tf_keras=(lambda: build_model(flavour="tf_keras")) if method == "magnitude" else None,
+                build_tf_keras=(lambda: build_model(flavour="tf_keras")) if method == "tfmot-magnitude" else None,
                 log=lambda line: log(f"[trial {trial.number}] {line}"))
         except ValueError as e:  # e.g. training diverged (NaN kernels): not retried
             trial.set_user_attr("error", str(e)[:500])
@@ -386,7 +387,7 @@ def _dense(build_model, dense_model, train, val, schedule, epochs, output, seed,
 
 
 def _suggest(trial, method, layers, per_layer, strength_range, std_ratio_range, sparsity_range):
-    if method == "magnitude":
+    if method in objective.MAGNITUDE_METHODS:
         return {"target_sparsity": trial.suggest_float("target_sparsity", *sparsity_range)}
     params = {"strength": trial.suggest_float("strength", *strength_range, log=True)}
     if per_layer:

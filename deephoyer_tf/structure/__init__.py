@@ -7,6 +7,7 @@
 * `report`: `sparsity_report`, the paper's counts (nonzeros, live units, MACs).
 * `surgery`: `shrink` (with `cutters`, one per layer kind, and `gather_units`): dead
   units physically removed.
+* `patterns`: 1xc blocks and N:M groups of a kernel, `pattern_summary`.
 * `attention`: `EinsumDense` equations and `MultiHeadAttention`: their kernels,
   live heads, attention MACs, and how `shrink` removes dead heads.
 """
@@ -16,6 +17,8 @@ from deephoyer_tf.structure.cutters import Cut
 from deephoyer_tf.structure.cutters import cut_kernel_layer
 from deephoyer_tf.structure.cutters import fold_dense
 from deephoyer_tf.structure.gather_units import GatherUnits
+from deephoyer_tf.structure.patterns import PatternSummary
+from deephoyer_tf.structure.patterns import pattern_summary
 from deephoyer_tf.structure.registry import KernelSpec
 from deephoyer_tf.structure.registry import LayerEntry
 from deephoyer_tf.structure.registry import UnhandledLayerWarning
@@ -35,10 +38,12 @@ __all__ = [
     "KernelSpec",
     "LayerEntry",
     "LayerReport",
+    "PatternSummary",
     "ShrinkSummary",
     "SparsityReport",
     "UnhandledLayerWarning",
     "cut_kernel_layer",
+    "pattern_summary",
     "fold_dense",
     "register_layer",
     "registered_entries",

@@ -28,6 +28,7 @@ from deephoyer_tf._internal import flavours
 from deephoyer_tf._internal import validation
 from deephoyer_tf.structure import graph as graph_lib
 from deephoyer_tf.structure import liveness
+from deephoyer_tf.structure import patterns
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure.registry import unwrap
 
@@ -92,11 +93,14 @@ class SparsityReport:
         layers: list of `LayerReport`, in data-flow order.
         structure: live units in the paper's notation, e.g. ``"353-45-11"``.
         model_name: name of the model reported on.
+        pattern: which block or N:M pattern the sparse Dense/Conv kernels
+            satisfy, group by group (`deephoyer_tf.pattern_summary`), as text.
     """
 
     layers: list[LayerReport]
     structure: str
     model_name: str = ""
+    pattern: str = ""
 
     @property
     def total_weights(self) -> int:
@@ -178,6 +182,7 @@ class SparsityReport:
             "live_heads": self.live_heads,
             "tokens": self.tokens,
             "macs_per_token": self.macs_per_token,
+            "pattern": self.pattern,
             "layers": layers,
         }
 
@@ -220,6 +225,8 @@ class SparsityReport:
             f"Structure: {self.structure}   Compression: {self.compression:.1f}x   "
             f"MACs: {mac_share:.2f}% of dense"
         )
+        if self.pattern:
+            lines.append(self.pattern[:1].upper() + self.pattern[1:])
         for r in self.attention_layers:
             lines.append(f"Heads: {r.name}: {r.live_heads} / {r.heads} live")
         if self.tokens:
@@ -304,7 +311,7 @@ def sparsity_report(
         ]
         rows = [r for r in rows if r is not None]
         structure = _structure(rows)
-        return SparsityReport(rows, structure, model.name)
+        return SparsityReport(rows, structure, model.name, str(patterns.pattern_summary(model)))
     analysis = liveness.Analysis(graph)
     if sequence_length is None:
         sequence_length = _attention_length(graph)
@@ -316,7 +323,7 @@ def sparsity_report(
             rows.append(_self_contained_row(op, sequence_length))
         else:
             rows += _nested_rows(op, sequence_length)
-    return SparsityReport(rows, _structure(rows), model.name)
+    return SparsityReport(rows, _structure(rows), model.name, str(patterns.pattern_summary(model)))
 
 
 def _nested_rows(op, sequence_length):

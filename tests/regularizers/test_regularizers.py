@@ -238,7 +238,7 @@ def test_strength_of_wrong_type_is_rejected():
 
 @pytest.mark.parametrize("cls", [GroupHoyerSquare, GroupLasso])
 def test_unknown_groups_is_rejected(cls):
-    with pytest.raises(ValueError, match=r"Invalid value for argument `groups`\. Expected one of \['outputs', 'inputs', 'both'\]\. Received: groups='rows'"):
+    with pytest.raises(ValueError, match=r"Invalid value for argument `groups`\. Expected one of \['outputs', 'inputs', 'both', 'blocks'\]\. Received: groups='rows'"):
         cls(0.1, groups="rows")
 
 

@@ -257,3 +257,14 @@ def test_importing_the_package_imports_neither_optuna_nor_the_search():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}).stdout.split()
     assert out == ["False", "False", "True", "False"]
+
+
+def test_magnitude_method_prunes_on_keras_3_to_the_suggested_sparsity(tmp_path, dense):
+    """``magnitude`` is MagnitudePruning on Keras 3 (no tf_keras builder needed): exact target."""
+    result = search.run(build_model, blobs(256, 0), blobs(128, 1), method="magnitude", n_trials=1,
+                        output=tmp_path / "out", dense_model=dense, schedule=SCHEDULE,
+                        log=lambda *a: None, enqueue=[{"target_sparsity": 0.875}])
+    trial = result.trials[0]
+    assert trial["params"] == {"target_sparsity": 0.875}
+    # 8*16 and 16*3 kernels at 87.5%: round(n * 0.125) kept each
+    assert trial["size"] == round(128 * 0.125) + round(48 * 0.125)
