@@ -335,7 +335,7 @@ def _load_cached_model(path, log, stage="pretrain"):
     if not path.exists():
         return None
     try:
-        model = loading.load_model(path)
+        model = loading.load_model(path, safe_mode=True)
     except loading.UnsafeModelError:
         raise  # code in a cache entry: someone put it there; say so, replace nothing
     except Exception as error:  # noqa: BLE001 - truncated, garbled: train it again

@@ -22,7 +22,7 @@ Example::
     result = search.run(build_model, (x_train, y_train), (x_val, y_val),
                         method="hs", n_trials=30, output="runs/search-hs",
                         storage="sqlite:///search.db", max_drop=0.2)
-    model = result.load_model()          # the chosen trial's model
+    model = result.load_model(safe_mode=True)  # the chosen trial's model
 """
 
 from deephoyer_tf.search import mnist

@@ -365,7 +365,7 @@ def _dense(build_model, dense_model, train, val, schedule, epochs, output, seed,
     """The trained dense model: given, loaded from output/dense.keras, or trained (and saved there)."""
     if dense_model is not None:
         if isinstance(dense_model, (str, os.PathLike)):
-            return loading.load_model(dense_model)
+            return loading.load_model(dense_model, safe_mode=True)
         return dense_model
     from deephoyer_tf.paper import reproduce
 
