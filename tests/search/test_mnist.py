@@ -52,7 +52,9 @@ def test_the_search_never_reads_the_test_split(tmp_path, monkeypatch):
     assert requested == ["mnist"] and splits.reads == []
     assert [t["state"] for t in result.trials] == ["COMPLETE"]
     # the first trial of a new study is reproduce's recipe
-    assert result.trials[0]["params"] == {"strength": 3e-4, "std_ratio": 0.1}
+    from deephoyer_tf.paper import reproduce
+    recipe = reproduce.recipe_for("lenet-300-100", "hs", quick=True)
+    assert result.trials[0]["params"] == {"strength": recipe.strength, "std_ratio": 0.1}
 
 
 def _cli(*args, env):
