@@ -100,6 +100,20 @@ def test_cli_refuses_a_lambda_and_loads_it_with_unsafe(hostile, marker, kind, co
         assert "fc     Dense            8 / 8" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_evaluate_refuses_a_lambda_from_the_cli_and_from_python(hostile, marker, kind):
+    from deephoyer_tf.paper import evaluate
+
+    path = hostile.files[kind]
+    with pytest.raises(SystemExit) as info:
+        cli.main(["evaluate", str(path), "--dataset", "mnist"])
+    _assert_refused(info.value.code, path)
+    with pytest.raises(deephoyer_tf.UnsafeModelError) as info:
+        evaluate.evaluate(str(path), dataset="mnist")
+    _assert_refused(info.value, path)
+    assert not marker.exists()
+
+
 def test_search_refuses_a_hostile_dense_model(hostile, marker, tmp_path):
     from deephoyer_tf import search
 
