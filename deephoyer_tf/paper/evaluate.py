@@ -84,6 +84,17 @@ def evaluate(model, dataset="mnist", data_dir=None, split="test", batch_size=100
         "split": split,
         "examples": int(len(y)),
         "accuracy": accuracy,
+        **size_numbers(report),
+    }
+
+
+def size_numbers(report):
+    """A `SparsityReport`'s sizes as `evaluate` and `reproduce`'s results record them.
+
+    Weights (kernels) and biases are counted separately, as the paper counts
+    weights; MACs are per example.
+    """
+    return {
         "nonzero_weights": report.nonzero_weights,
         "total_weights": report.total_weights,
         "nonzero_biases": sum(r.nonzero_biases for r in report.layers),

@@ -53,6 +53,7 @@ from deephoyer_tf._internal import private_api
 from deephoyer_tf._internal import validation
 from deephoyer_tf.callbacks.strength_schedule import StrengthSchedule
 from deephoyer_tf.paper import datasets
+from deephoyer_tf.paper import evaluate
 from deephoyer_tf.paper import models as models_lib
 from deephoyer_tf.paper import preprocessing
 from deephoyer_tf.paper import recipe_checks
@@ -241,8 +242,8 @@ def _torch_init(model, seed):
             layer.bias.assign(rng.uniform(-bound, bound, layer.bias.shape).astype(np.float32))
 
 
-def _compile(model, learning_rate, module=keras, decay_steps=None):
-    """Adam with `learning_rate`, cosine-decayed to 0 over `decay_steps` if given."""
+def compile_classifier(model, learning_rate, module=keras, decay_steps=None):
+    """Adam with `learning_rate`, cosine-decayed to 0 over `decay_steps` if given; logits loss, accuracy."""
     if decay_steps:
         learning_rate = module.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
     model.compile(
@@ -316,7 +317,7 @@ def pretrained(model_name, data, recipe, cache_dir, log=print):
         return cached, 0
     keras.utils.set_random_seed(recipe.seed)
     model = build_model(model_name, init=recipe.init, seed=recipe.seed)
-    _compile(model, recipe.learning_rate, decay_steps=_decay_steps(
+    compile_classifier(model, recipe.learning_rate, decay_steps=_decay_steps(
         recipe.pretrain_schedule, recipe.pretrain_epochs, len(x), recipe.batch_size))
     log(f"[pretrain] {model_name}: {recipe.pretrain_epochs} epochs, learning rate "
         f"{recipe.learning_rate:g} ({recipe.pretrain_schedule})")
@@ -477,7 +478,7 @@ def _finetune_copy(model, recipe, epochs, train_size):
         l2 = keras.regularizers.L2(recipe.finetune_weight_decay / 2)
         plain = regularize(plain, l2, bias_regularizer=l2)
         plain.set_weights(model.get_weights())
-    _compile(plain, recipe.finetune_learning_rate, decay_steps=_decay_steps(
+    compile_classifier(plain, recipe.finetune_learning_rate, decay_steps=_decay_steps(
         recipe.finetune_schedule, epochs, train_size, recipe.batch_size))
     plain = fix_zeros(plain)
     if recipe.biases:
@@ -562,13 +563,7 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
         "validation_accuracy": validation_accuracy,
         "dense_test_accuracy": dense_test,
         "dense_validation_accuracy": dense_val,
-        "nonzero_weights": report.nonzero_weights,
-        "total_weights": report.total_weights,
-        "nonzero_biases": sum(r.nonzero_biases for r in report.layers),
-        "total_biases": sum(r.bias_weights for r in report.layers),
-        "macs": report.macs,
-        "dense_macs": report.dense_macs,
-        "structure": report.structure,
+        **evaluate.size_numbers(report),
         "per_layer": summary.get("layers"),
         "epochs": {
             "pretrain": recipe.pretrain_epochs,
@@ -718,7 +713,7 @@ def _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log
     if recipe.biases and method not in STRUCTURAL:
         bias_regularizer = regularizer  # the authors' code: every parameter tensor
     model = regularize(dense, regularizer, bias_regularizer=bias_regularizer)
-    _compile(model, recipe.learning_rate, decay_steps=_decay_steps(
+    compile_classifier(model, recipe.learning_rate, decay_steps=_decay_steps(
         recipe.regularize_schedule, recipe.regularize_epochs, len(x_train), recipe.batch_size))
     callbacks = []
     if isinstance(regularizer, regularizers.DeepHoyerRegularizer) and recipe.warmup_epochs:
@@ -875,14 +870,14 @@ def _run_magnitude(model_name, dense, data, recipe, log, engine="keras"):
         model.set_weights(dense.get_weights())
         pruned = tfmot.sparsity.keras.prune_low_magnitude(
             model, pruning_schedule=tfmot.sparsity.keras.PolynomialDecay(**schedule))
-        _compile(pruned, recipe.learning_rate, tf_keras)
+        compile_classifier(pruned, recipe.learning_rate, tf_keras)
         log(f"[magnitude] TFMOT prune_low_magnitude to sparsity {target:.4f}: {epochs} epochs")
         pruned.fit(x_train, y_train, **fit_args, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
         weights = tfmot.sparsity.keras.strip_pruning(pruned).get_weights()
     else:
         model = build_model(model_name)
         model.set_weights(dense.get_weights())
-        _compile(model, recipe.learning_rate)
+        compile_classifier(model, recipe.learning_rate)
         log(f"[magnitude] MagnitudePruning to sparsity {target:.4f} "
             f"({keras.backend.backend()}): {epochs} epochs")
         model.fit(x_train, y_train, **fit_args,

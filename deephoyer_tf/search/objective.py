@@ -155,16 +155,6 @@ def make_regularizer(method, strength):
     return reproduce.make_regularizer(method, strength)
 
 
-def _compile(model, learning_rate, decay_steps=None, module=keras):
-    if decay_steps:
-        learning_rate = module.optimizers.schedules.CosineDecay(learning_rate, decay_steps)
-    model.compile(
-        optimizer=module.optimizers.Adam(learning_rate),
-        loss=module.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-
-
 class _Report(keras.callbacks.Callback):
     """Calls ``report(step, validation accuracy)`` after every epoch (step = epoch + offset)."""
 
@@ -233,7 +223,7 @@ def train_trial(
     else:
         regularizer = make_regularizer(method, params["strength"])
         model = regularize(dense, regularizer)
-        _compile(model, schedule.learning_rate)
+        reproduce.compile_classifier(model, schedule.learning_rate)
         fit_callbacks = [*report_cb(0), *callbacks]
         if isinstance(regularizer, regularizers.DeepHoyerRegularizer) and schedule.warmup_epochs:
             fit_callbacks.insert(0, StrengthSchedule.linear_warmup(schedule.warmup_epochs))
@@ -245,7 +235,7 @@ def train_trial(
         plain = keras.models.clone_model(model, clone_function=reproduce._without_regularizers)
         plain.set_weights(model.get_weights())
         decay = schedule.finetune_epochs * steps if steps else None
-        _compile(plain, schedule.finetune_learning_rate, decay_steps=decay)
+        reproduce.compile_classifier(plain, schedule.finetune_learning_rate, decay_steps=decay)
         fix_zeros(plain)
         if schedule.finetune_epochs:
             reproduce.fit_resumable(
@@ -280,7 +270,7 @@ def _magnitude_keras(dense, train, params, schedule, report_cb, callbacks, backu
     steps = train.steps_per_epoch(schedule.batch_size) or 1
     model = keras.models.clone_model(dense)
     model.set_weights(dense.get_weights())
-    _compile(model, schedule.learning_rate)
+    reproduce.compile_classifier(model, schedule.learning_rate)
     pruning = MagnitudePruning(PolynomialDecay(**_magnitude_schedule(steps, schedule, params["target_sparsity"])))
     reproduce.fit_resumable(
         model, **train.fit_arguments(schedule.batch_size),
@@ -307,7 +297,7 @@ def _magnitude(dense, train, val, params, schedule, report_cb, callbacks, build_
     pruning = tfmot.sparsity.keras.PolynomialDecay(
         **_magnitude_schedule(steps, schedule, params["target_sparsity"]))
     pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=pruning)
-    _compile(pruned, schedule.learning_rate, module=tf_keras)
+    reproduce.compile_classifier(pruned, schedule.learning_rate, module=tf_keras)
     epochs = schedule.regularize_epochs + schedule.finetune_epochs
 
     class _Keras2Report(tf_keras.callbacks.Callback):

@@ -377,7 +377,7 @@ def _dense(build_model, dense_model, train, val, schedule, epochs, output, seed,
     keras.utils.set_random_seed(seed)
     model = build_model()
     steps = train.steps_per_epoch(schedule.batch_size)
-    objective._compile(model, schedule.learning_rate, decay_steps=epochs * steps if steps else None)
+    objective.reproduce.compile_classifier(model, schedule.learning_rate, decay_steps=epochs * steps if steps else None)
     log(f"[search] dense model: training {epochs} epochs")
     reproduce.fit_resumable(model, **train.fit_arguments(schedule.batch_size), epochs=epochs,
                             backup_dir=output / "dense.backup", log=log, stage="pretrain", verbose=0)
