@@ -1,0 +1,141 @@
+"""Validation fronts of Hoyer-Square, L1 and magnitude pruning on LeNet-300-100 at one budget, over seeds.
+
+Every run is `deephoyer-tf reproduce lenet-300-100` with the default recipe
+(same dense model per seed, same 30 regularized or pruning epochs, same
+15-epoch fine-tune), into ``OUT/<method>-s<seed>/`` (resumable: a finished run,
+one with ``results.json``, is skipped; an interrupted one resumes):
+
+- ``hs`` and ``l1``: the front is the selection stage's candidates (each std
+  ratio's nonzero weights and its validation accuracy after the 3-epoch
+  selection fine-tune, mean of the last 2 epochs), plus the final model
+  (after the full fine-tune);
+- ``magnitude``: one run per target sparsity (`MagnitudePruning`,
+  `PolynomialDecay` over the 30 pruning epochs, then the 15-epoch fine-tune);
+  each final model is a point. Magnitude's points have 15 fine-tune epochs
+  where the penalties' selection points have 3: the comparison favours
+  magnitude pruning.
+
+Only validation accuracies are compared; the test split is read once by each
+run for its final model and not used here.
+
+    python bench/bench_fronts.py --out runs/fronts --data-dir ../shared/data/mnist --seeds 0 1 2
+    python bench/bench_fronts.py --out runs/fronts --table     # the Markdown table of what has finished
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+METHODS = ("hs", "l1", "magnitude")
+TARGETS = (0.95, 0.97, 0.98, 0.99)
+
+
+def run_name(method, seed, target=None):
+    return f"{method}-s{seed}" if target is None else f"{method}-{target:g}-s{seed}"
+
+
+def runs_of(seeds, methods, targets):
+    for seed in seeds:
+        for method in methods:
+            for target in (targets if method == "magnitude" else (None,)):
+                yield method, seed, target
+
+
+def run_one(out, data_dir, method, seed, target, log):
+    folder = out / run_name(method, seed, target)
+    if (folder / "results.json").exists():
+        return
+    command = [sys.executable, "-m", "deephoyer_tf.cli", "reproduce", "lenet-300-100", "--method", method,
+               "--seed", str(seed), "--output", str(folder)]
+    if data_dir:
+        command += ["--data-dir", str(data_dir)]
+    if target is not None:
+        command += ["--target-sparsity", str(target)]
+    log(f"{time.strftime('%H:%M:%S')} {' '.join(command[2:])}")
+    start = time.time()
+    with open(out / (run_name(method, seed, target) + ".log"), "a") as stream:
+        subprocess.run(command, check=True, stdout=stream, stderr=subprocess.STDOUT)
+    log(f"{time.strftime('%H:%M:%S')} done in {time.time() - start:.0f} s")
+
+
+def points(out, method, seed, targets):
+    """[(nonzero weights, validation accuracy, label)] of one method and seed, and the dense validation accuracy."""
+    found, dense = [], None
+    for target in (targets if method == "magnitude" else (None,)):
+        path = out / run_name(method, seed, target) / "results.json"
+        if not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        dense = result["dense_validation_accuracy"]
+        found.append((result["nonzero_weights"], result["validation_accuracy"],
+                      "final" if target is None else f"target {target:g}"))
+        for candidate in result.get("selection") or []:
+            if candidate.get("selection_accuracy") is not None:
+                found.append((candidate["nonzero_weights"], candidate["selection_accuracy"],
+                              f"ratio {candidate['std_ratio']:g}"))
+    return found, dense
+
+
+def smallest_at(found, level):
+    """The fewest nonzero weights of a point with validation accuracy >= `level` (None if none)."""
+    sizes = [size for size, accuracy, _ in found if accuracy >= level - 1e-9]
+    return min(sizes) if sizes else None
+
+
+def table(out, seeds, methods, targets, drops=(0.5, 0.4, 0.3, 0.2, 0.1, 0.0)):
+    lines = ["| seed | dense val | " + " | ".join(f"fewest weights at >= dense - {d:.1f}" for d in drops) + " |",
+             "|---|---|" + "---|" * len(drops)]
+    wins = {d: [] for d in drops}
+    for seed in seeds:
+        fronts = {method: points(out, method, seed, targets) for method in methods}
+        denses = [dense for _, dense in fronts.values() if dense is not None]
+        if len(denses) < len(methods):
+            continue
+        dense = denses[0]
+        cells = []
+        for drop in drops:
+            level = dense - drop / 100
+            sizes = {method: smallest_at(fronts[method][0], level) for method in methods}
+            cells.append(" / ".join(f"{m} {'-' if s is None else f'{s:,}'}" for m, s in sizes.items()))
+            hs = sizes.get("hs")
+            others = [s for m, s in sizes.items() if m != "hs"]
+            wins[drop].append(hs is not None and all(s is None or hs < s for s in others))
+        lines.append(f"| {seed} | {dense:.2%} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("Hoyer-Square strictly fewest: " + "; ".join(
+        f"dense - {d:.1f}: {sum(w)} of {len(w)} seeds" for d, w in wins.items()))
+    lines.append("")
+    lines.append("Every point (nonzero weights, validation accuracy, what):")
+    for seed in seeds:
+        for method in methods:
+            found, _ = points(out, method, seed, targets)
+            found.sort()
+            lines.append(f"- seed {seed} {method}: " + "; ".join(f"{s:,} {a:.2%} ({w})" for s, a, w in found))
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, type=pathlib.Path)
+    parser.add_argument("--data-dir", default=os.environ.get("DEEPHOYER_DATA_DIR"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
+                        help="magnitude pruning's final sparsities")
+    parser.add_argument("--table", action="store_true", help="print the table of finished runs and exit")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.table:
+        start = time.time()
+        for method, seed, target in runs_of(args.seeds, args.methods, args.targets):
+            run_one(args.out, args.data_dir, method, seed, target, print)
+        print(f"all runs finished, {time.time() - start:.0f} s")
+    print(table(args.out, args.seeds, args.methods, args.targets))
+
+
+if __name__ == "__main__":
+    main()
