@@ -52,6 +52,10 @@ class Cut:
 def cut_kernel_layer(layer: LayerLike, cut: Cut) -> Tuple[Dict[str, Any], List[np.ndarray]]:
     """Dense and Conv: kernel ``(k..., in, out)`` and optional bias sliced.
 
+    A grouped convolution (``groups > 1``, kernel ``(k..., in/groups, out)``)
+    keeps its kept groups, each with as many inputs and outputs as the others
+    (``groups`` becomes the number of kept groups).
+
     For a layer whose config has ``units`` (Dense) or ``filters`` (Conv) and
     whose weights are ``[kernel]`` or ``[kernel, bias]``: ``units``/``filters``
     becomes the number of kept outputs; a folded `bias_delta` is added to the
@@ -63,7 +67,11 @@ def cut_kernel_layer(layer: LayerLike, cut: Cut) -> Tuple[Dict[str, Any], List[n
     config = layer.get_config()
     key = "units" if "units" in config else "filters"
     config[key] = int(keep_out.sum())
-    kernel = kernel[..., keep_in, :][..., keep_out]
+    groups = config.get("groups", 1)
+    if isinstance(groups, int) and groups > 1:
+        kernel, config["groups"] = _cut_groups(layer, kernel, keep_in, keep_out, groups)
+    else:
+        kernel = kernel[..., keep_in, :][..., keep_out]
     bias = rest[0][keep_out] if rest else np.zeros(int(keep_out.sum()), kernel.dtype)
     delta = cut.bias_delta
     if delta is not None:
@@ -79,6 +87,29 @@ def cut_kernel_layer(layer: LayerLike, cut: Cut) -> Tuple[Dict[str, Any], List[n
             config["use_bias"] = True
         return config, [kernel, bias]
     return config, [kernel]
+
+
+def _cut_groups(layer, kernel, keep_in, keep_out, groups):
+    """Grouped kernel ``(k..., in/groups, out)`` cut to the kept groups: (kernel, groups).
+
+    Every kept group (one with a kept output) must keep as many inputs, and
+    as many outputs, as the others (see `deephoyer_tf.structure.liveness.group_cut`).
+    """
+    ins = np.asarray(keep_in, bool).reshape(groups, -1)
+    outs = np.asarray(keep_out, bool).reshape(groups, -1)
+    kept = np.flatnonzero(outs.any(axis=1))
+    n_in, n_out = {int(ins[g].sum()) for g in kept}, {int(outs[g].sum()) for g in kept}
+    if len(n_in) != 1 or len(n_out) != 1 or 0 in n_in:
+        raise ValueError(
+            f"Cannot cut grouped convolution {layer.name!r} (groups={groups}): its kept "
+            f"groups must keep equal numbers of inputs and of outputs. Received: inputs per "
+            f"group {sorted(n_in)}, outputs per group {sorted(n_out)}"
+        )
+    og = outs.shape[1]
+    blocks = [
+        kernel[..., ins[g], :][..., g * og : (g + 1) * og][..., outs[g]] for g in kept
+    ]
+    return np.concatenate(blocks, axis=-1), len(kept)
 
 
 def cut_depthwise(layer, cut):

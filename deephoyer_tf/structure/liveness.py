@@ -270,6 +270,9 @@ def demand(analysis, needs, keep_all=frozenset()):
         elif is_channel_mapped(op):
             needs[op] = channel_need(op, outs[0])
             ins = [needs[op]]
+        elif op.kind == "kernel" and conv_groups(op.layer) > 1:
+            needs[op] = group_cut(op, needs[op], outs[0])[0]
+            ins = [needs[op]]
         elif op.kind == "kernel":
             ins = [needs[op]]
         elif op.kind == "opaque":
@@ -295,12 +298,14 @@ def channel_outputs(op, in_units):
     return np.repeat(np.asarray(in_units, bool), multiplier)
 
 
-def physical(analysis, demanded, keep_all=frozenset()):
+def physical(analysis, demanded, keep_all=frozenset(), needs=None):
     """Units of each tensor present in the shrunk model (a superset of `demanded`).
 
     Model inputs keep every unit; a kernel op, a merge or a concatenation
     produces exactly the demanded units (inputs are gathered to fit), a
-    depthwise op every output of the input channels it keeps;
+    depthwise op every output of the input channels it keeps, a grouped
+    convolution the outputs `group_cut` keeps (given `needs`, as `demand`
+    wrote them);
     channel-wise ops keep their input's units; a reshape keeps the elements of
     its input's units; opaque ops (and `keep_all`) keep every unit.
     """
@@ -313,6 +318,8 @@ def physical(analysis, demanded, keep_all=frozenset()):
         elif is_channel_mapped(op):
             # whole channels: every multiplier output of a kept input channel
             outs = [channel_outputs(op, channel_need(op, demanded[op.outputs[0]]))]
+        elif op.kind == "kernel" and conv_groups(op.layer) > 1 and needs is not None:
+            outs = [group_cut(op, needs[op], demanded[op.outputs[0]])[1]]
         elif op.kind in ("kernel", "merge", "concat"):
             outs = [demanded[t].copy() for t in op.outputs]
         elif op.kind == "channelwise":
@@ -322,3 +329,35 @@ def physical(analysis, demanded, keep_all=frozenset()):
         for t, x in zip(op.outputs, outs):
             result[t] = x
     return result
+
+
+def group_cut(op, need_in, want_out):
+    """Units a grouped convolution keeps: ``(inputs, outputs)``, Boolean vectors.
+
+    A convolution with ``groups=G`` reads input units ``g * cin + i`` into
+    outputs ``g * og + j`` of the same group ``g`` only. Cut, it stays a
+    grouped convolution: it keeps the groups with a wanted output, drops the
+    others whole, and keeps the same number of inputs (and of outputs) in
+    every kept group: the largest number any kept group needs, each group
+    padded with its first units not needed (dead units kept so that the
+    grouping stays valid). Without any wanted output, `need_in` and
+    `want_out` are returned unchanged.
+    """
+    groups = conv_groups(op.layer)
+    need = np.asarray(need_in, bool).reshape(groups, -1)
+    want = np.asarray(want_out, bool).reshape(groups, -1)
+    kept = want.any(axis=1)
+    if not kept.any():
+        return np.asarray(need_in, bool).copy(), np.asarray(want_out, bool).copy()
+    need = need & kept[:, None]
+    n_in = max(1, int(need.sum(axis=1).max()))
+    n_out = int(want.sum(axis=1).max())
+    return _pad_groups(need, kept, n_in).reshape(-1), _pad_groups(want, kept, n_out).reshape(-1)
+
+
+def _pad_groups(mask, kept, count):
+    """`mask` with its first unmarked entries marked until each kept row has `count`."""
+    missing = count - mask.sum(axis=1)
+    rank = np.cumsum(~mask, axis=1)  # 1, 2, ... over the unmarked entries of each row
+    extra = ~mask & (rank <= missing[:, None]) & kept[:, None]
+    return mask | extra

@@ -64,6 +64,9 @@ class LayerReport:
             (see `deephoyer_tf.structure.attention.head_liveness`).
         tokens: attention layers: query positions per example (None when
             unknown and no ``sequence_length`` was given).
+        repeated_call: the row of a second (or later) call of a layer shared
+            by several calls: its MACs count (per call), its weights do not
+            (they are counted once, in the row of its first call).
     """
 
     name: str
@@ -83,6 +86,7 @@ class LayerReport:
     heads: int | None = None
     live_heads: int | None = None
     tokens: int | None = None
+    repeated_call: bool = False
 
 
 @dataclasses.dataclass
@@ -104,13 +108,13 @@ class SparsityReport:
 
     @property
     def total_weights(self) -> int:
-        """Kernel weights of all reported layers."""
-        return sum(r.kernel_weights for r in self.layers)
+        """Kernel weights of all reported layers (a shared layer counted once)."""
+        return sum(r.kernel_weights for r in self.layers if not r.repeated_call)
 
     @property
     def nonzero_weights(self) -> int:
-        """Nonzero kernel weights of all reported layers."""
-        return sum(r.nonzero_weights for r in self.layers)
+        """Nonzero kernel weights of all reported layers (a shared layer counted once)."""
+        return sum(r.nonzero_weights for r in self.layers if not r.repeated_call)
 
     @property
     def density(self) -> float:
@@ -194,7 +198,7 @@ class SparsityReport:
             macs = "?" if r.macs is None else f"{r.macs:,}"
             rows.append((
                 r.name,
-                r.type,
+                f"{r.type} (shared, weights counted once)" if r.repeated_call else r.type,
                 f"{r.nonzero_weights:,} / {r.kernel_weights:,}",
                 f"{100 * r.density:.2f}%",
                 f"{r.live_inputs:,} / {r.inputs:,}",
@@ -298,6 +302,8 @@ def sparsity_report(
     validation.check_bool(strict, "strict")
     registry.check_unhandled(model, strict, "sparsity_report()")
     graph = graph_lib.build_graph(model)
+    if graph is not None:
+        return graph_report(model, liveness.Analysis(graph), sequence_length)
     if graph is None:
         rows = [
             _standalone_row(layer)
@@ -312,17 +318,32 @@ def sparsity_report(
         rows = [r for r in rows if r is not None]
         structure = _structure(rows)
         return SparsityReport(rows, structure, model.name, str(patterns.pattern_summary(model)))
-    analysis = liveness.Analysis(graph)
+
+
+def graph_report(model, analysis, sequence_length=None) -> SparsityReport:
+    """The `SparsityReport` of a graph model from its `liveness.Analysis`.
+
+    `sparsity_report` without its checks; `shrink` calls it with the analysis
+    it has already made, so that the liveness is computed once. A layer
+    called several times gets one row per call; the rows after the first are
+    `LayerReport.repeated_call` (MACs counted, weights not).
+    """
+    graph = analysis.graph
     if sequence_length is None:
         sequence_length = _attention_length(graph)
-    rows = []
+    rows, seen = [], set()
     for op in graph.ops:
         if op.kind == "kernel":
-            rows.append(_graph_row(op, analysis, sequence_length))
+            new = [_graph_row(op, analysis, sequence_length)]
         elif registry.layer_type(op.layer) is not None:
-            rows.append(_self_contained_row(op, sequence_length))
+            new = [_self_contained_row(op, sequence_length)]
         else:
-            rows += _nested_rows(op, sequence_length)
+            new = _nested_rows(op, sequence_length)
+        if id(op.layer) in seen:
+            for row in new:
+                row.repeated_call = True
+        seen.add(id(op.layer))
+        rows += new
     return SparsityReport(rows, _structure(rows), model.name, str(patterns.pattern_summary(model)))
 
 

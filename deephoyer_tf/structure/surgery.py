@@ -35,7 +35,7 @@ from deephoyer_tf.structure import liveness
 from deephoyer_tf.structure import registry
 from deephoyer_tf.structure.cutters import Cut
 from deephoyer_tf.structure.gather_units import gather_units_class
-from deephoyer_tf.structure.report import sparsity_report
+from deephoyer_tf.structure.report import graph_report
 
 if TYPE_CHECKING:
     from typing import Any
@@ -72,7 +72,12 @@ class ShrinkSummary:
         kept_whole: dict layer name -> why its inputs and outputs keep every
             unit (a layer that mixes units, such as LayerNormalization over
             the channel axis, a softmax, a reshape that cannot be cut, or an
-            operation with a per-channel constant).
+            operation with a per-channel constant; a layer `shrink` cannot
+            cut: not in the registry, without a cutter, or shared by several
+            calls).
+        kept_for_groups: dict layer name -> how a grouped convolution was cut
+            and how many dead units it keeps so that all its groups keep as
+            many inputs and outputs (`liveness.group_cut`).
         folded: number of removed constant units whose contribution was
             folded into a bias (counted once per consuming layer).
         gathers: names of the `GatherUnits` layers inserted.
@@ -88,6 +93,7 @@ class ShrinkSummary:
     report: SparsityReport
     kept_for_exactness_reasons: dict[str, str] = dataclasses.field(default_factory=dict)
     kept_whole: dict[str, str] = dataclasses.field(default_factory=dict)
+    kept_for_groups: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = ["Shrink summary:"]
@@ -100,6 +106,8 @@ class ShrinkSummary:
             lines.append(f"    {name}: {count} input units kept: {why}")
         for name, why in self.kept_whole.items():
             lines.append(f"  {name}: every unit kept: {why}")
+        for name, why in self.kept_for_groups.items():
+            lines.append(f"  {name}: grouped convolution: {why}")
         kept = sum(self.kept_dead_outputs.values())
         lines.append(f"  dead output units kept (coupling, outputs, exactness): {kept}")
         lines.append(f"  gather layers inserted: {len(self.gathers)}")
@@ -171,11 +179,11 @@ def shrink(model: ModelLike) -> ModelLike:
             f"shrink() could not read the layer graph of model {model.name!r}; "
             "give it an Input first."
         )
-    keep_all = _check_supported(graph)
+    whole = _check_supported(graph)
     analysis = liveness.Analysis(graph)
-    plan = _plan(analysis, keep_all)
+    plan = _plan(analysis, frozenset(whole))
     new_model, gathers = _rebuild(model, graph, plan)
-    summary = _summary(analysis, plan, gathers, model)
+    summary = _summary(analysis, plan, gathers, model, whole)
     new_model.shrink_summary = summary
     return new_model
 
@@ -184,14 +192,20 @@ def _unsupported(op, why=""):
     shapes = [t.shape for t in op.inputs]
     return ValueError(
         f"shrink() cannot handle layer {op.name!r} of type {type(op.layer).__name__} "
-        f"(input shapes {shapes}){why}. Supported layer types: {supported_types()}."
+        f"(input shapes {shapes}){why}."
     )
 
 
 def _check_supported(graph):
-    """Raises for layers shrink cannot cut; returns the ops to keep whole."""
+    """The ops to keep whole, with why: ``{op: reason}``.
+
+    A layer `shrink` cannot cut (not in the registry, no cutter, called at
+    several places) is kept whole: its inputs and outputs keep every unit,
+    which is exact. Only a TFMOT pruning wrapper is refused (its mask would
+    be lost in the copy).
+    """
     seen = collections.Counter(id(op.layer) for op in graph.ops)
-    keep_all = set()
+    keep_all = {}
     for op in graph.ops:
         if registry.is_tfmot_wrapper(op.layer):
             raise _unsupported(
@@ -201,18 +215,22 @@ def _check_supported(graph):
             )
         entry = registry.entry_for(op.layer)
         if entry is None:
-            raise _unsupported(op, ": it is not in the layer registry (deephoyer_tf.register_layer)")
-        if entry.cutter is None:
-            raise _unsupported(op, ": its registry entry has no cutter")
-        if seen[id(op.layer)] > 1:
-            raise _unsupported(op, ": the layer is called at several places (shared)")
-        if op.kind == "kernel" and int(getattr(op.layer, "groups", 1) or 1) != 1:
-            raise _unsupported(op, ": grouped convolution")
-        if op.kind == "opaque":
-            keep_all.add(op)
+            keep_all[op] = (
+                "it is not in the layer registry (deephoyer_tf.register_layer), so its "
+                "units cannot be followed: copied whole"
+            )
+        elif entry.cutter is None:
+            keep_all[op] = f"the registry entry of {entry.name} has no cutter: copied whole"
+        elif seen[id(op.layer)] > 1:
+            keep_all[op] = (
+                f"the layer is called at {seen[id(op.layer)]} places (shared): one copy, "
+                "every unit kept"
+            )
+        elif op.kind == "opaque":
+            keep_all[op] = None
         elif op.kind == "reshape" and not _reshape_cuttable(op):
-            keep_all.add(op)
-    return frozenset(keep_all)
+            keep_all[op] = None
+    return keep_all
 
 
 def _reshape_cuttable(op):
@@ -253,9 +271,12 @@ def _plan(analysis, keep_all):
                 need[0] = True  # a layer keeps at least one input
             needs[op] = need
         demanded = liveness.demand(analysis, needs, keep_all)
-        phys = liveness.physical(analysis, demanded, keep_all)
+        phys = liveness.physical(analysis, demanded, keep_all, needs)
         deltas, folded, changed = {}, 0, False
         for op in kernels:
+            if op in keep_all:
+                deltas[op] = None
+                continue
             delta, new_forced, n_folded = _fold(op, analysis, values, needs[op], demanded)
             if new_forced.any():
                 forced[op] |= new_forced
@@ -323,15 +344,16 @@ def _fold(op, analysis, values, need, demanded):
         forced[units] = True
         return None, forced, 0
     spec = entry.kernels[0]
-    kernel = np.asarray(registry.kernel_variable(op.layer, spec).numpy())[..., keep_out]
+    kernel = np.asarray(registry.kernel_variable(op.layer, spec).numpy())
+    rows = _kernel_rows(kernel, liveness.conv_groups(op.layer), keep_out)
     delta = np.zeros(int(keep_out.sum()))
     folded = 0
     positions = max(1, int(np.prod(op.outputs[0].shape[:-1])))
-    chunk = max(1, 4_000_000 // (positions * kernel.shape[-1]))
+    chunk = max(1, 4_000_000 // (positions * int(keep_out.sum())))
     for start in range(0, len(units), chunk):
         part = units[start : start + chunk]
-        per_unit = entry.fold(op.layer, value[..., part], kernel[..., part, :])
-        per_unit = per_unit.reshape(-1, len(part), kernel.shape[-1]).astype(np.float64)
+        per_unit = entry.fold(op.layer, value[..., part], rows(part))
+        per_unit = per_unit.reshape(-1, len(part), int(keep_out.sum())).astype(np.float64)
         spread = per_unit.max(axis=0) - per_unit.min(axis=0)
         scale = np.maximum(1.0, np.abs(per_unit).max(axis=(0, 2)))
         bad = np.any(spread > 1e-6 * scale[:, None], axis=1)
@@ -339,6 +361,27 @@ def _fold(op, analysis, values, need, demanded):
         delta += per_unit[:, ~bad].mean(axis=0).sum(axis=0)
         folded += int((~bad).sum())
     return (delta if folded else None), forced, folded
+
+
+def _kernel_rows(kernel, groups, keep_out):
+    """``rows(units) -> (k..., len(units), kept outputs)``: the kernel slices of input units.
+
+    For a grouped convolution (kernel ``(k..., in/groups, out)``) input unit
+    ``u`` of group ``g = u // (in/groups)`` reaches group g's outputs only: its
+    slice is zero elsewhere.
+    """
+    if groups == 1:
+        kept = kernel[..., keep_out]
+        return lambda units: kept[..., units, :]
+    cin, og = kernel.shape[-2], kernel.shape[-1] // groups
+    out_group = np.arange(kernel.shape[-1])[keep_out] // og
+
+    def rows(units):
+        slices = kernel[..., units % cin, :][..., keep_out]
+        mask = out_group[None, :] == (units // cin)[:, None]
+        return slices * mask
+
+    return rows
 
 
 # --- rebuilding the model ------------------------------------------------------
@@ -383,15 +426,18 @@ def _rebuild(model, graph, plan):
         gathers.append(name)
         return gather_class(indices.tolist(), name=name)(x)
 
+    clones = {}  # id(layer) -> its copy, for a layer called at several places
     for op in graph.ops:
         layer = op.layer
         name = unique(layer.name) if names[layer.name] > 1 else layer.name
-        cutter = registry.entry_for(layer).cutter
+        entry = registry.entry_for(layer)
+        cutter = entry.cutter if entry is not None and entry.cutter is not None else None
         if op in plan.keep_all:
-            # kept whole: its own cutter with every unit kept (a copy)
+            # kept whole: its own cutter with every unit kept, else a plain copy
             args = [new[t] for t in op.inputs]
+            cutter = cutter or cutters.copy_layer
             config, weights = cutter(layer, _cut(op, plan, "physical"))
-            _call(layer, config, weights, name, args, op, new)
+            _call(layer, config, weights, name, args, op, new, clones)
             continue
         if op.kind == "kernel":
             keep_out = plan.demanded[op.outputs[0]]
@@ -399,7 +445,8 @@ def _rebuild(model, graph, plan):
                 new[op.outputs[0]] = None
                 continue
             x = select(op.inputs[0], plan.needs[op], name)
-            outputs = "physical" if graph_lib.is_channel_mapped(op) else "demanded"
+            grouped = liveness.conv_groups(layer) > 1
+            outputs = "physical" if graph_lib.is_channel_mapped(op) or grouped else "demanded"
             cut = _cut(op, plan, outputs, keep_inputs=[plan.needs[op]], delta=plan.deltas[op])
             config, weights = cutter(layer, cut)
             _call(layer, config, weights, name, [x], op, new)
@@ -468,7 +515,7 @@ def _cut(op, plan, outputs, keep_inputs=None, delta=None):
     )
 
 
-def _call(layer, config, weights, name, args, op, new):
+def _call(layer, config, weights, name, args, op, new, clones=None):
     if any(a is None for a in args):
         raise _unsupported(op, ": all its input units are removed")
     if config is None:  # a weightless operation, called again as recorded
@@ -478,16 +525,27 @@ def _call(layer, config, weights, name, args, op, new):
         for t, v in zip(op.outputs, outs):
             new[t] = v
         return
-    config = dict(config)
-    config["name"] = name
-    clone = type(layer).from_config(config)
+    reused = clones is not None and id(layer) in clones
+    if reused:
+        clone = clones[id(layer)]
+    else:
+        config = dict(config)
+        config["name"] = name
+        try:
+            clone = type(layer).from_config(config)
+        except Exception as error:  # a config that does not round-trip
+            raise _unsupported(
+                op, f": it cannot be copied (from_config raised {type(error).__name__}: {error})"
+            ) from error
+        if clones is not None:
+            clones[id(layer)] = clone
     if _called_with_several(op):
         # e.g. attention(query, value): called as recorded, inputs replaced
         replacements = {id(src): arg for src, arg in zip(op.sources, args)}
         y = private_api.call_node_again(op.node, clone, replacements)
     else:
         y = clone(args if op.kind in ("merge", "concat") else args[0])
-    if weights:
+    if weights and not reused:
         clone.set_weights(weights)
     outs = y if isinstance(y, (list, tuple)) else [y]
     for t, v in zip(op.outputs, outs):
@@ -499,14 +557,23 @@ def _called_with_several(op):
     return len(op.inputs) > 1 and op.kind not in ("merge", "concat") and op.node is not None
 
 
-def _summary(analysis, plan, gathers, model):
-    removed, kept_dead, reasons, whole = {}, {}, {}, {}
+def _summary(analysis, plan, gathers, model, whole_reasons):
+    removed, kept_dead, reasons, whole, grouping = {}, {}, {}, {}, {}
     forced_units = []
     for op in analysis.graph.kernel_ops():
         t, o = op.inputs[0], op.outputs[0]
-        keep_out = plan.demanded[o]
+        if op in plan.keep_all:
+            removed[op.name] = (0, 0)
+            kept_dead[op.name] = int((~analysis.live_outputs(op)).sum())
+            continue
+        grouped = liveness.conv_groups(op.layer) > 1
+        keep_out = plan.physical[o] if grouped else plan.demanded[o]
         removed[op.name] = (int(t.units - plan.needs[op].sum()), int(o.units - keep_out.sum()))
         kept_dead[op.name] = int((keep_out & ~analysis.live_outputs(op)).sum())
+        if grouped:
+            note = _grouping_note(op, analysis, plan, keep_out)
+            if note:
+                grouping[op.name] = note
         forced_units += [(op.name, int(i)) for i in np.flatnonzero(plan.forced[op])]
         if plan.forced[op].any():
             entry = registry.entry_for(op.layer)
@@ -520,7 +587,16 @@ def _summary(analysis, plan, gathers, model):
         if op.type == "InputLayer":
             continue
         entry = registry.entry_for(op.layer)
-        if op.kind == "reshape":
+        if whole_reasons.get(op):
+            why = whole_reasons[op]
+        elif op.type == "LayerNormalization":
+            dead = sum(int((~analysis.live(t)).sum()) for t in op.inputs)
+            why = (
+                "LayerNormalization normalizes over all its channels (removing one changes "
+                "their mean and variance): they are kept together"
+                + (f", {dead} dead channels among them" if dead else "")
+            )
+        elif op.kind == "reshape":
             why = "a reshape that moves units across the last axis"
         elif entry is not None and entry.kind == "opaque":
             why = f"{op.type} mixes the units of its input (it is registered as opaque)"
@@ -534,7 +610,27 @@ def _summary(analysis, plan, gathers, model):
         kept_dead_outputs=kept_dead,
         folded=plan.folded,
         gathers=gathers,
-        report=sparsity_report(model),
+        report=graph_report(model, analysis),
         kept_for_exactness_reasons=reasons,
         kept_whole=whole,
+        kept_for_groups=grouping,
+    )
+
+
+def _grouping_note(op, analysis, plan, keep_out):
+    """Why a grouped convolution keeps dead units (None when it keeps none)."""
+    groups = liveness.conv_groups(op.layer)
+    need = plan.needs[op]
+    live_in = analysis.live_inputs(op) | plan.forced[op]
+    extra_in = int((need & ~live_in).sum())
+    extra_out = int((keep_out & ~plan.demanded[op.outputs[0]]).sum())
+    if not extra_in and not extra_out:
+        return None
+    kept = int(keep_out.reshape(groups, -1).any(axis=1).sum())
+    per_in = int(need.sum()) // max(kept, 1)
+    per_out = int(keep_out.sum()) // max(kept, 1)
+    return (
+        f"{kept} of {groups} groups kept, each with {per_in} inputs and {per_out} outputs: "
+        f"{extra_in} dead inputs and {extra_out} dead outputs kept so that every group "
+        "keeps as many as the others"
     )
