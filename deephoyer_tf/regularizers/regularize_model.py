@@ -17,6 +17,7 @@ from deephoyer_tf.regularizers.transformer_groups import HeadGroups
 from deephoyer_tf.regularizers.transformer_groups import UnitGroups
 from deephoyer_tf.structure import attention
 from deephoyer_tf.structure import graph as graph_lib
+from deephoyer_tf.structure import liveness
 from deephoyer_tf.structure import patterns
 from deephoyer_tf.structure import registry
 
@@ -302,7 +303,9 @@ def _channel_readers(model):
                 seen.add(id(consumer))
                 if consumer.kind in ("channelwise", "merge"):
                     frontier.extend(consumer.outputs)
-                elif consumer.kind == "kernel":
+                elif consumer.kind == "kernel" and liveness.conv_groups(consumer.layer) == 1:
+                    # (a grouped convolution's kernel does not index its input
+                    # channels along one axis: it keeps its own groups)
                     names.append(registry.unwrap(consumer.layer).name)
         found[layer.name] = names
     return found
@@ -354,7 +357,12 @@ def _group_adapted(layer, spec, regularizer, plan, links):
         return None  # its input units are grouped with the writer's outputs
     if spec.layout == "einsum":
         return AxisGroups.from_group_regularizer(regularizer, attention.einsum_axes(layer))
-    return regularizer.with_layout(spec.layout)
+    adapted = regularizer.with_layout(spec.layout)
+    groups = liveness.conv_groups(layer)
+    if groups > 1 and spec.layout == "in_out":
+        # a grouped convolution: an input unit's group is its slice in its own group
+        adapted = adapted.with_conv_groups(groups)
+    return adapted
 
 
 def _clone_with_regularizers(model, chooser, bias_regularizer, types, plan, links):

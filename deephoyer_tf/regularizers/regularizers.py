@@ -276,9 +276,18 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         input_strength: float | None = None,
         layout: str = "in_out",
         block_size: tuple[int, int] | None = None,
+        conv_groups: int = 1,
     ) -> None:
         super().__init__(strength)
         validation.check_choice(groups, "groups", _GROUPS)
+        conv_groups = validation.check_int(conv_groups, "conv_groups", minimum=1)
+        if conv_groups > 1 and (layout != "in_out" or groups == "blocks"):
+            raise ValueError(
+                "Argument `conv_groups` (a grouped convolution's `groups`) applies only to "
+                "layout='in_out' kernels with groups 'outputs', 'inputs' or 'both'. "
+                f"Received: conv_groups={conv_groups}, layout={layout!r}, groups={groups!r}"
+            )
+        self.conv_groups = conv_groups
         validation.check_choice(layout, "layout", registry.LAYOUTS)
         if input_strength is not None and groups != "both":
             raise ValueError(
@@ -338,8 +347,27 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         if self.groups == "blocks":
             return {"blocks": self._group_measures(_blocked(x, self.layout, self.block_size), [(0, 1, 3)])[0]}
         kinds = ("outputs", "inputs") if self.groups == "both" else (self.groups,)
+        if self.conv_groups > 1:
+            x, axes = self._grouped(x), {"outputs": (-2, -1), "inputs": (-3, -2)}
+            return dict(zip(kinds, self._group_measures(x, [axes[k] for k in kinds])))
         values = self._group_measures(x, [registry.keep_axes(self.layout, k) for k in kinds])
         return dict(zip(kinds, values))
+
+    def _grouped(self, x):
+        """A grouped convolution's kernel ``(k..., in/G, out)`` as ``(k..., in/G, G, out/G)``.
+
+        Input unit ``g * in/G + i`` is then the slice ``[..., i, g, :]`` (it
+        reaches group g's outputs only) and output unit ``g * out/G + j`` the
+        slice ``[..., g, j]``.
+        """
+        shape = tuple(x.shape)
+        if shape[-1] is None or shape[-1] % self.conv_groups:
+            raise ValueError(
+                f"{type(self).__name__} with conv_groups={self.conv_groups} needs a kernel "
+                f"whose last axis (outputs) is a multiple of {self.conv_groups}. Received: "
+                f"a kernel of shape {shape}"
+            )
+        return ops.reshape(x, shape[:-1] + (self.conv_groups, shape[-1] // self.conv_groups))
 
     def measure(self, x: TensorLike) -> Tensor:
         """Sum of the group measures over the selected group kinds (unscaled)."""
@@ -371,19 +399,37 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         """A copy for kernels of another `layout`, sharing the strength variables."""
         if layout == self.layout:
             return self
-        clone = type(self).from_config({**self.get_config(), "layout": layout})
+        return self._sharing_copy(layout=layout)
+
+    def with_conv_groups(self: _G, conv_groups: int) -> _G:
+        """A copy for a grouped convolution of `conv_groups` groups, sharing the strengths.
+
+        Its groups follow the convolution's groups: input unit ``g * in/G + i``
+        is the kernel slice ``[..., i, g * out/G : (g + 1) * out/G]``, the
+        weights that unit reaches its outputs with (not ``[..., i, :]``, which
+        spans G input units).
+        """
+        if conv_groups == self.conv_groups:
+            return self
+        return self._sharing_copy(conv_groups=conv_groups)
+
+    def _sharing_copy(self, **changes):
+        clone = type(self).from_config({**self.get_config(), **changes})
         clone._strength = self._strength
         clone._input_strength = self._input_strength
         return clone
 
     def get_config(self) -> dict[str, Any]:
-        return {
+        config = {
             "strength": self.strength,
             "groups": self.groups,
             "input_strength": None if self._tied else self.input_strength,
             "layout": self.layout,
             "block_size": self.block_size,
         }
+        if self.conv_groups > 1:
+            config["conv_groups"] = self.conv_groups
+        return config
 
 
 @_register("group_hoyer_square")
@@ -421,6 +467,11 @@ class GroupHoyerSquare(_GroupRegularizer):
             (DepthwiseConv, the depthwise kernel of SeparableConv, whose output
             channels are (input channel, multiplier) pairs).
             `deephoyer_tf.regularize` picks it from the layer type.
+        conv_groups: the ``groups`` of a grouped convolution (default 1): its
+            kernel ``(k..., in/G, out)`` links input unit ``g * in/G + i`` to
+            group g's outputs only, so that unit's group is
+            ``W[..., i, g*out/G : (g+1)*out/G]``. `deephoyer_tf.regularize`
+            sets it from the layer.
 
     Example: for ``W = [[3, 0], [4, 0]]`` (a Dense kernel, 2 inputs, 2 outputs)
     the output groups have norms 5 and 0, so ``GroupHoyerSquare(1.0,
@@ -435,8 +486,9 @@ class GroupHoyerSquare(_GroupRegularizer):
         input_strength: float | None = None,
         layout: str = "in_out",
         block_size: tuple[int, int] | None = None,
+        conv_groups: int = 1,
     ) -> None:
-        super().__init__(strength, groups, input_strength, layout, block_size)
+        super().__init__(strength, groups, input_strength, layout, block_size, conv_groups)
 
     def _group_measures(self, x, keep_axes_list):
         # Both groupings in one pass, with the closed-form gradient (eq. 10).
@@ -462,8 +514,9 @@ class GroupLasso(_GroupRegularizer):
         input_strength: float | None = None,
         layout: str = "in_out",
         block_size: tuple[int, int] | None = None,
+        conv_groups: int = 1,
     ) -> None:
-        super().__init__(strength, groups, input_strength, layout, block_size)
+        super().__init__(strength, groups, input_strength, layout, block_size, conv_groups)
 
     def _group_measures(self, x, keep_axes_list):
         return [_measures.group_lasso(x, keep) for keep in keep_axes_list]

@@ -146,7 +146,30 @@ def _flow_forward(op, ins, connectivity):
     if kind == "concat":
         return [np.concatenate(ins)]
     any_in = any(x.any() for x in ins)
+    scale = _layernorm_scale(op)
+    if scale is not None:
+        # Its channels are kept together (opaque); a channel whose scale is
+        # zero outputs its offset, whatever the input: a constant.
+        return [np.full(op.outputs[0].units, any_in) & (scale != 0)]
     return [np.full(t.units, any_in) for t in op.outputs]
+
+
+def _layernorm_scale(op):
+    """The per-channel scale of a LayerNormalization over the last axis alone, else None."""
+    if op.type != "LayerNormalization" or len(op.inputs) != 1 or not op.inputs[0].shape:
+        return None
+    layer = unwrap(op.layer)
+    axis = getattr(layer, "axis", None)
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    rank = len(op.inputs[0].shape) + 1
+    if len(axes) != 1 or not isinstance(axes[0], int) or axes[0] % rank != rank - 1:
+        return None
+    gamma = getattr(layer, "gamma", None) if getattr(layer, "scale", True) else None
+    units = op.outputs[0].units
+    if gamma is None:
+        return np.ones(units)
+    values = np.asarray(gamma.numpy()).reshape(-1)
+    return values if values.size == units else None
 
 
 def _flow_backward(op, outs, connectivity):
