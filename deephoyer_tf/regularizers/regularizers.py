@@ -420,16 +420,14 @@ class _GroupRegularizer(DeepHoyerRegularizer):
         return clone
 
     def get_config(self) -> dict[str, Any]:
-        config = {
+        return {
             "strength": self.strength,
             "groups": self.groups,
             "input_strength": None if self._tied else self.input_strength,
             "layout": self.layout,
             "block_size": self.block_size,
+            "conv_groups": self.conv_groups,
         }
-        if self.conv_groups > 1:
-            config["conv_groups"] = self.conv_groups
-        return config
 
 
 @_register("group_hoyer_square")

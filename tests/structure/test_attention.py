@@ -257,7 +257,7 @@ def test_shrink_narrows_the_feed_forward_block(einsum):
     summary = small.shrink_summary
     assert summary.removed["ff1"] == (0, 3)
     # the residual stream feeds LayerNormalization: kept whole, and said so
-    assert "LayerNormalization mixes the units" in summary.kept_whole["ln2"]
+    assert "LayerNormalization normalizes over all its channels" in summary.kept_whole["ln2"]
 
 
 def test_dead_residual_units_are_kept_because_layer_normalization_couples_them():

@@ -107,9 +107,19 @@ def test_register_layer_errors():
     assert registry.entry_for(ScaledDense(2)) is None  # nothing registered by the failures
 
 
-def test_unregistered_custom_layer_is_refused_by_shrink_by_name():
-    with pytest.raises(ValueError, match=r"shrink\(\) cannot handle layer 'custom' of type ScaledDense .*: it is not in the layer registry \(deephoyer_tf\.register_layer\)"):
-        deephoyer_tf.shrink(_model())
+def test_unregistered_custom_layer_is_kept_whole_by_shrink_and_named():
+    model = _model()
+    w, b = model.get_layer("head").get_weights()
+    w[[2, 5]] = 0  # two inputs of the head unused: the custom layer still keeps them
+    model.get_layer("head").set_weights([w, b])
+    with pytest.warns(registry.UnhandledLayerWarning):
+        small = deephoyer_tf.shrink(model)
+    summary = small.shrink_summary
+    assert summary.kept_whole["custom"].startswith("it is not in the layer registry (deephoyer_tf.register_layer)")
+    assert small.get_layer("custom").w.shape == (12, 8)
+    assert small.get_layer("head").kernel.shape == (6, 3)  # the head's dead inputs are gathered away
+    x = np.random.default_rng(1).normal(size=(5, 12)).astype("float32")
+    np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_a_registered_custom_layer_goes_through_the_whole_pipeline(scaled_dense):

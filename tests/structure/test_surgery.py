@@ -205,15 +205,22 @@ def test_resnet50_with_dead_filters_keeps_outputs(module):
     assert after.dense_macs < before.dense_macs
 
 
-def test_unsupported_layer_is_named():
+def test_a_layer_without_cutter_is_kept_whole_and_reported():
     inp = keras.Input((6, 6, 2))
-    x = keras.layers.Conv2DTranspose(3, 3, name="dw")(inp)
-    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
-    message = (r"shrink\(\) cannot handle layer 'dw' of type Conv2DTranspose "
-               r"\(input shapes \[\(6, 6, 2\)\]\): its registry entry has no cutter\. "
-               r"Supported layer types: \[.*'Conv2D'")
-    with pytest.raises(ValueError, match=message):
-        deephoyer_tf.shrink(model)
+    x = keras.layers.Conv2D(4, 1, name="c")(inp)
+    x = keras.layers.Conv2DTranspose(3, 3, name="up")(x)
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(keras.layers.Flatten()(x)))
+    w, b = model.get_layer("c").get_weights()
+    w[..., 1] = 0
+    model.get_layer("c").set_weights([w, b])
+    small = deephoyer_tf.shrink(model)
+    summary = small.shrink_summary
+    assert summary.kept_whole["up"] == "the registry entry of Conv2DTranspose has no cutter: copied whole"
+    assert summary.removed["up"] == (0, 0)
+    # its inputs keep every unit: the dead filter of "c" stays
+    assert small.get_layer("c").kernel.shape == (1, 1, 2, 4)
+    x = np.random.default_rng(0).normal(size=(3, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(small(x), model(x), rtol=1e-5, atol=1e-5)
 
 
 def test_bad_models():
