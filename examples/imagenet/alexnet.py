@@ -25,9 +25,8 @@ Choices:
   (which ran on two GPUs); the per-layer weight counts above depend on it.
   ``groups=1`` gives the single-tower variant (conv2 614,400, conv4
   1,327,104, conv5 884,736 weights). Keras ``Conv2D(groups=2)`` runs on CPU
-  and GPU; `deephoyer_tf.shrink` does not cut grouped convolutions, so the
-  recipe skips shrinking a grouped AlexNet (Hoyer-Square's element-wise
-  sparsity leaves few whole units to cut anyway).
+  and GPU; `deephoyer_tf.shrink` cuts it group by group (Hoyer-Square's
+  element-wise sparsity leaves few whole units to cut anyway).
 * no local response normalization: it has no weights (the counts are
   unchanged), later work dropped it (Simonyan & Zisserman, 2014), and every
   layer here is one that `sparsity_report`, `shrink` and the TFLite export

@@ -410,9 +410,6 @@ def finish(args, K, model, chief, results):
     exported = model
     if args.no_shrink:
         log("shrink: skipped (--no-shrink)")
-    elif any(getattr(layer, "groups", 1) != 1 for layer in penalties.kernel_layers(model)):
-        log("shrink: skipped: deephoyer_tf.shrink does not cut grouped convolutions "
-            "(AlexNet conv2/4/5 with --alexnet-groups 2; use --alexnet-groups 1 to shrink)")
     else:
         try:
             small = deephoyer_tf.shrink(model)
