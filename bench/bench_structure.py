@@ -8,12 +8,15 @@ separable kernels included) are zeroed, their biases made nonzero, so that
 analysis). The outputs of the shrunk model are compared with the original's
 on two random images (relative error: max |difference| / max |output|).
 
-The table lists parameters, layers, kernel layers, the two times, the
-parameters after `shrink` and the error, then the growth with depth: seconds
-per 100 layers, and the ratio of each model's time to the first model's
-against the ratio of their layer counts.
+The table lists parameters, layers, kernel layers, the two times (wall
+seconds, and process CPU seconds of all threads, steadier on a shared
+machine), the parameters after `shrink` and the error; then the growth with
+depth: seconds per 100 layers, and each model's time against the first
+model's, beside the ratio of their layer counts (ResNet50, 101 and 152 are
+the same blocks at three depths).
 
-    nice -n 10 python bench/bench_structure.py --models ResNet50 ResNet152 Xception ConvNeXtTiny
+    nice -n 10 python bench/bench_structure.py
+    nice -n 10 python bench/bench_structure.py --models Xception ConvNeXtTiny
 """
 
 import argparse
@@ -30,11 +33,12 @@ import deephoyer_tf  # noqa: E402
 from deephoyer_tf.structure import registry  # noqa: E402
 
 DEFAULT_MODELS = (
-    "MobileNetV2",
     "ResNet50",
+    "ResNet101",
+    "ResNet152",
+    "MobileNetV2",
     "DenseNet121",
     "Xception",
-    "ResNet152",
     "NASNetMobile",
     "EfficientNetV2S",
     "ConvNeXtTiny",
@@ -71,12 +75,12 @@ def time_model(name, fraction, seed):
     keras.backend.clear_session()
     model = getattr(keras.applications, name)(weights=None)
     kill_filters(model, fraction, seed)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     report = deephoyer_tf.sparsity_report(model)
-    report_s = time.perf_counter() - start
-    start = time.perf_counter()
+    report_s, report_cpu = time.perf_counter() - start, time.process_time() - cpu
+    start, cpu = time.perf_counter(), time.process_time()
     small = deephoyer_tf.shrink(model)
-    shrink_s = time.perf_counter() - start
+    shrink_s, shrink_cpu = time.perf_counter() - start, time.process_time() - cpu
     shape = (2,) + tuple(model.input_shape[1:])
     x = np.random.default_rng(seed).uniform(0, 255, shape).astype("float32")
     y, z = np.asarray(model(x)), np.asarray(small(x))
@@ -89,6 +93,8 @@ def time_model(name, fraction, seed):
         "kernel_layers": len(report.layers),
         "report_s": report_s,
         "shrink_s": shrink_s,
+        "report_cpu": report_cpu,
+        "shrink_cpu": shrink_cpu,
         "params_after": small.count_params(),
         "rel_error": error,
         "kept_whole": len(summary.kept_whole),
@@ -109,14 +115,15 @@ def main():
         rows.append(row)
         print(f"{name}: report {row['report_s']:.2f} s, shrink {row['shrink_s']:.2f} s", flush=True)
     print()
-    print("| model | params | layers | kernel layers | report s | shrink s | params after shrink "
-          "| rel. error | kept whole | s per 100 layers (report / shrink) |")
+    print("| model | params | layers | kernel layers | report s (CPU s) | shrink s (CPU s) "
+          "| params after shrink | rel. error | kept whole | s per 100 layers (report / shrink) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         per = 100 / r["layers"]
         print(
             f"| {r['model']} | {r['params']:,} | {r['layers']} | {r['kernel_layers']} | "
-            f"{r['report_s']:.2f} | {r['shrink_s']:.2f} | {r['params_after']:,} "
+            f"{r['report_s']:.2f} ({r['report_cpu']:.2f}) | {r['shrink_s']:.2f} "
+            f"({r['shrink_cpu']:.2f}) | {r['params_after']:,} "
             f"({r['params_after'] / r['params']:.2f}x) | {r['rel_error']:.1e} | {r['kept_whole']} | "
             f"{r['report_s'] * per:.2f} / {r['shrink_s'] * per:.2f} |"
         )
