@@ -145,10 +145,13 @@ def shrink(model: ModelLike) -> ModelLike:
 
     Args:
         model: a built Sequential or functional model, Keras 3 or tf_keras,
-            channels-last, whose layers have a cutter in the layer registry
+            channels-last. Layers with a cutter in the layer registry
             (`deephoyer_tf.structure.surgery.supported_types()`; add your own
-            with `deephoyer_tf.register_layer`). Strip pruning wrappers first
-            (`deephoyer_tf.strip_zero_masks`).
+            with `deephoyer_tf.register_layer`) are cut; the others (and a
+            layer called at several places) are kept whole, which is exact,
+            and listed in ``shrink_summary.kept_whole``. Grouped
+            convolutions are cut group by group (`liveness.group_cut`). Strip
+            pruning wrappers first (`deephoyer_tf.strip_zero_masks`).
 
     Returns:
         The new, uncompiled model (same flavour). What was cut, folded or
@@ -156,9 +159,10 @@ def shrink(model: ModelLike) -> ModelLike:
 
     Raises:
         TypeError: `model` is not a Keras model.
-        ValueError: `model` is subclassed or not built, or has a layer type
-            `shrink` cannot handle (the message names the layer, its type and
-            the supported types), or a layer used at several places.
+        ValueError: `model` is subclassed or not built, or holds a TFMOT
+            pruning wrapper, or a layer kept whole whose config does not
+            round-trip through ``from_config`` (the message names the layer
+            and its type).
 
     Example::
 
