@@ -259,12 +259,13 @@ def test_conv_groups_argument_errors():
 # --- LayerNormalization coupling ----------------------------------------------------
 
 
-def test_layer_normalization_keeps_its_channels_together_and_zero_scales_are_constants():
+@pytest.mark.parametrize("module", MODULES)
+def test_layer_normalization_keeps_its_channels_together_and_zero_scales_are_constants(module):
     rng = np.random.default_rng(0)
-    x = keras.Input((5, 6))
-    h = keras.layers.Dense(8, name="d1")(x)
-    norm = keras.layers.LayerNormalization(name="ln")
-    model = keras.Model(x, keras.layers.Dense(4, name="d2")(norm(h)))
+    x = module.Input((5, 6))
+    h = module.layers.Dense(8, name="d1")(x)
+    norm = module.layers.LayerNormalization(name="ln")
+    model = module.Model(x, module.layers.Dense(4, name="d2")(norm(h)))
     gamma, beta = norm.get_weights()
     gamma[[1, 4, 6]] = 0  # outputs 1, 4, 6 are their beta, whatever the input
     norm.set_weights([gamma, rng.normal(size=8).astype("float32")])
