@@ -274,8 +274,21 @@ def _as_samples(value, argument, shape, dtype="float32", name=None):
     return array
 
 
+def _check_representative_type(data, inputs):
+    several = (list, tuple, dict) if len(inputs.names) > 1 else ()
+    if data is None or callable(data) or isinstance(data, (np.ndarray,) + several):
+        return
+    raise TypeError(
+        "Invalid type for argument `representative_data`. Expected a NumPy array "
+        "of input samples (first axis: samples; a list or dict of them for "
+        "several inputs) or a callable returning an iterator of lists of input "
+        f"arrays. Received: representative_data of type {type(data).__name__}"
+    )
+
+
 def _representative_dataset(data, inputs):
     """TF's representative_dataset callable from arrays or a callable."""
+    _check_representative_type(data, inputs)
     if callable(data):
         return data
     if isinstance(data, (np.ndarray, list, tuple, dict)):
@@ -320,8 +333,13 @@ def _converter(model, inputs):
         packed = inputs.keras_input(list(xs))
         return keras.tree.flatten(model(packed, training=False))
 
-    function = tf.function(serve).get_concrete_function(*specs)
-    return tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    # The converter freezes the variables it can reach from the trackable
+    # object: Keras 3 variables are reached through their TF variables.
+    module = tf.Module()
+    module.variables_ = [getattr(v, "value", v) for v in model.variables]
+    module.serve = tf.function(serve)
+    function = module.serve.get_concrete_function(*specs)
+    return tf.lite.TFLiteConverter.from_concrete_functions([function], module)
 
 
 def _convert(model, sparse, quantize, representative_data, inputs):
@@ -481,6 +499,11 @@ def _verify(content, inputs, arrays, reference, op_resolver, rule):
     if check.problem is not None and op_resolver == "auto" and resolver == "BUILTIN":
         resolver = "BUILTIN_WITHOUT_DEFAULT_DELEGATES"
         check = _compare(content, inputs, arrays, reference, resolver, rule)
+    elif op_resolver == "auto" and resolver != "BUILTIN" and default_problem is None \
+            and check.problem is None:
+        # Integer sparse tensors the default delegate handles correctly
+        # (int8 1x16 blocks): keep XNNPACK for the rest of the graph.
+        resolver = "BUILTIN"
     return check, resolver, default_problem
 
 
@@ -616,6 +639,7 @@ def export_tflite(
         progress("mixed-precision model: exporting a float32 copy")
         model = copy
     inputs = _Inputs(model)
+    _check_representative_type(representative_data, inputs)
     if sample_inputs is not None:
         arrays = inputs.arrays(sample_inputs, "sample_inputs")
     else:
