@@ -7,7 +7,8 @@
                  [--output DIR] [--max-drop POINTS] [--per-layer] [--quick] [--data-dir DIR] ...
     deephoyer-tf report MODEL.keras [--json] [--unsafe]
     deephoyer-tf evaluate MODEL.keras [--dataset {mnist,fashion-mnist}] [--data-dir DIR] [--split test] [--unsafe]
-    deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--dense] [--quantize {dynamic,int8}] [--unsafe]
+    deephoyer-tf export MODEL.keras OUT.tflite [--shrink] [--sparse {auto,on,off}] [--quantize {dynamic,int8}]
+                 [--representative-data X.npy] [--labels Y.npy] [--atol A] [--rtol R] [--min-agreement F] [--unsafe]
     deephoyer-tf plot {histograms,descent,pareto} ...
 """
 
@@ -132,30 +133,61 @@ def _report(args):
 def _export(args):
     from deephoyer_tf.export import tflite as export
 
+    def fail(message, code):
+        print(f"deephoyer-tf export: {message}", file=sys.stderr)
+        return code
+
     if not os.path.exists(args.model):
-        print(f"deephoyer-tf export: no such file: {args.model}", file=sys.stderr)
-        return 2
+        return fail(f"no such file: {args.model}", 2)
+    for option, value in (("--representative-data", args.representative_data),
+                          ("--labels", args.labels)):
+        if value is not None and not os.path.exists(value):
+            return fail(f"{option}: no such file: {value}", 2)
+    if args.quantize == "int8" and args.representative_data is None:
+        return fail("--quantize int8 needs --representative-data FILE.npy "
+                    "(a few hundred typical inputs)", 2)
     model = _load_any(args.model, args.unsafe)
     if args.shrink:
+        from deephoyer_tf.structure import report
         from deephoyer_tf.structure import surgery
 
+        before_params = model.count_params()
         model = surgery.shrink(model)
-    representative = None
-    if args.representative_data:
-        import numpy as np
+        before_macs = model.shrink_summary.report.dense_macs
+        after_macs = report.sparsity_report(model).dense_macs
+        after_params = model.count_params()
+        print(f"shrink: parameters {before_params:,} -> {after_params:,} "
+              f"({before_params / max(after_params, 1):.2f}x fewer), MACs per example "
+              f"{before_macs:,} -> {after_macs:,} ({before_macs / max(after_macs, 1):.2f}x fewer)")
+    import numpy as np
 
-        representative = np.load(args.representative_data)
-    if args.quantize == "int8" and representative is None:
-        print("deephoyer-tf export: --quantize int8 needs --representative-data FILE.npy "
-              "(a few hundred typical inputs)", file=sys.stderr)
-        return 2
-    result = export.export_tflite(
-        model, args.output, sparse=not args.dense, quantize=args.quantize,
-        representative_data=representative,
-    )
-    print(f"wrote {result.path}: {result.size_bytes:,} bytes ({result.gzip_bytes:,} gzipped), "
-          f"{result.sparse_tensors} sparse tensors, max abs error {result.max_abs_error:.2e} "
-          f"(checked with {result.runtime}, op resolver {result.op_resolver})")
+    representative = labels = None
+    if args.representative_data:
+        representative = np.load(args.representative_data, allow_pickle=False)
+    if args.labels:
+        labels = np.load(args.labels, allow_pickle=False)
+    sparse = {"auto": "auto", "on": True, "off": False}[args.sparse]
+    if args.dense:
+        sparse = False
+    try:
+        result = export.export_tflite(
+            model, args.output, sparse=sparse, quantize=args.quantize,
+            representative_data=representative, labels=labels, atol=args.atol,
+            rtol=args.rtol, min_agreement=args.min_agreement, verbose=int(not args.quiet),
+        )
+    except RuntimeError as error:  # the check rejected the file: nothing was written
+        return fail(error, 1)
+    except (TypeError, ValueError) as error:
+        return fail(error, 2)
+    sparse_count = sum(1 for s in result.storage if s.sparse)
+    print(f"check: {result.check_summary()} (with {result.runtime}, op resolver "
+          f"{result.op_resolver})")
+    print(f"storage: {sparse_count} of {len(result.storage)} weight tensors sparse")
+    for line in result.storage:
+        print(f"  {line}")
+    print("wrote:")
+    print(f"  {result.path}: {result.size_bytes:,} bytes ({result.gzip_bytes:,} gzipped), "
+          f"the .tflite file ({args.quantize or 'float32'})")
     return 0
 
 
@@ -263,13 +295,34 @@ def build_parser():
     p.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("export", help="export a saved model to TFLite (sparse by default)")
+    p = sub.add_parser("export", help="export a saved model to TFLite, checked against the model")
     p.add_argument("model", help="a .keras or .h5 file")
-    p.add_argument("output", help="the .tflite file to write")
-    p.add_argument("--shrink", action="store_true", help="remove dead units first")
-    p.add_argument("--dense", action="store_true", help="store weights densely")
-    p.add_argument("--quantize", choices=["dynamic", "int8"], help="quantization (int8 needs data)")
-    p.add_argument("--representative-data", help="int8: a .npy file of typical inputs")
+    p.add_argument("output", help="the .tflite file to write (only once the check passed)")
+    p.add_argument("--shrink", action="store_true",
+                   help="remove dead units first, and print parameters and MACs before and after")
+    p.add_argument("--sparse", choices=["auto", "on", "off"], default="auto",
+                   help="weight storage: auto stores a tensor sparse only where that makes the "
+                   "file smaller without slowing it (int8: only 1x16 blocks); on: every tensor "
+                   "with at least 30%% zeros; off: dense (default: auto)")
+    p.add_argument("--dense", action="store_true", help="same as --sparse off")
+    p.add_argument("--quantize", choices=["dynamic", "int8"],
+                   help="dynamic-range or full-integer quantization (int8 needs "
+                   "--representative-data) (default: none, float32)")
+    p.add_argument("--representative-data", metavar="FILE.npy",
+                   help="int8: typical inputs, for calibration and the check")
+    p.add_argument("--labels", metavar="FILE.npy",
+                   help="labels of the checked samples (int8: of --representative-data), "
+                   "to report the file's accuracy")
+    p.add_argument("--atol", type=float, default=None,
+                   help="absolute tolerance of the check (default: 1e-4 float, 1e-3 quantized; "
+                   "int8 classifiers: checked only when --atol or --rtol is given)")
+    p.add_argument("--rtol", type=float, default=None,
+                   help="tolerance relative to the largest output (default: 1e-4 float, "
+                   "0.05 dynamic, 0.1 int8)")
+    p.add_argument("--min-agreement", type=float, default=None, metavar="FRACTION",
+                   help="int8: least fraction of samples whose predicted class must match "
+                   "the Keras model's (default: 0.99)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
     p.set_defaults(func=_export)
 

@@ -121,3 +121,25 @@ def run(content, inputs, op_resolver, num_threads=None):
     return np.stack(outputs)
 
 
+
+
+def run_signature(content, inputs, op_resolver, num_threads=None):
+    """Runs a file with several inputs/outputs through its signature runner.
+
+    `inputs` maps the signature's input names to arrays (first axis:
+    samples); each sample runs with batch size 1. Returns one array per
+    output, in the order ``output_0``, ``output_1``... (the flattened order
+    of the Keras model's outputs).
+    """
+    it = interpreter(content, op_resolver, num_threads)
+    runner = it.get_signature_runner()
+    count = len(next(iter(inputs.values())))
+    outputs = None
+    for i in range(count):
+        result = runner(**{name: np.asarray(a[i : i + 1]) for name, a in inputs.items()})
+        keys = sorted(result, key=lambda k: int(k.rsplit("_", 1)[-1]) if k.rsplit("_", 1)[-1].isdigit() else k)
+        if outputs is None:
+            outputs = [[] for _ in keys]
+        for slot, key in enumerate(keys):
+            outputs[slot].append(np.asarray(result[key], dtype=np.float64)[0])
+    return [np.stack(o) for o in outputs]

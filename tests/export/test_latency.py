@@ -34,7 +34,8 @@ def test_tflite_latency(sparse_mlp, tmp_path):
     assert 0 < timing.median_s <= timing.p90_s < 1.0
     assert (timing.runs, timing.num_threads, timing.op_resolver) == (50, 1, "BUILTIN")
     with warns_on_tf_2_21("failed to prepare"):
-        dynamic = export.export_tflite(sparse_mlp, tmp_path / "d.tflite", quantize="dynamic").path
+        dynamic = export.export_tflite(sparse_mlp, tmp_path / "d.tflite", quantize="dynamic",
+                                       sparse=True).path
     assert latency.tflite_latency(dynamic, runs=5, warmup=0).op_resolver == WITHOUT_DELEGATES
     with pytest.raises(FileNotFoundError, match="TFLite file not found"):
         latency.tflite_latency(tmp_path / "none.tflite")

@@ -97,7 +97,7 @@ def test_is_integer():
 def test_integer_sparse_tensors_auto_resolve_without_delegates(tmp_path):
     model = sparsify(models.lenet_300_100(), density=0.1)
     with warns_on_tf_2_21("failed to prepare"):
-        path = export.export_tflite(model, tmp_path / "d.tflite", quantize="dynamic").path
+        path = export.export_tflite(model, tmp_path / "d.tflite", quantize="dynamic", sparse=True).path
     content = pathlib.Path(path).read_bytes()
     sparse = runtime.sparse_tensors(content)
     assert sparse and all(d["sparsity_parameters"] for d in sparse)

@@ -1,9 +1,9 @@
 """Tests for deephoyer_tf.export.tflite: verified (sparse) TFLite export."""
 
 import os
-import re
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -12,9 +12,7 @@ import deephoyer_tf
 from deephoyer_tf.export import runtime
 from deephoyer_tf.export import tflite as export
 from deephoyer_tf.paper import models
-from tests.helpers.tf_bugs import TF_2_21
 from tests.helpers.tf_bugs import pins_tf_2_21
-from tests.helpers.tf_bugs import warns_on_tf_2_21
 from tests.helpers.tflite_files import WITHOUT_DELEGATES
 from tests.helpers.tflite_files import run_file as _run_file
 from tests.helpers.tflite_files import sparsify as _sparsify
@@ -72,7 +70,8 @@ def test_dynamic_range_sparse_1x16_blocks_run_without_xnnpack(tmp_path):
     model = _sparsify(models.lenet_300_100(), density=0.1, block=16, layers=["fc1"])
     dense = export.export_tflite(model, tmp_path / "dense.tflite", sparse=False, quantize="dynamic")
     with pytest.warns(RuntimeWarning, match="under the default op resolver"):
-        result = export.export_tflite(model, tmp_path / "sparse.tflite", quantize="dynamic")
+        result = export.export_tflite(model, tmp_path / "sparse.tflite", quantize="dynamic",
+                                      sparse=True)
     (tensor,) = runtime.sparse_tensors(open(result.path, "rb").read())
     assert np.dtype(tensor["dtype"]) == np.int8 and tuple(tensor["shape"]) == (300, 784)
     assert tensor["sparsity_parameters"]["dim_metadata"][-1]["dense_size"] == 16
@@ -92,7 +91,9 @@ def test_dynamic_range_sparse_1x16_blocks_run_without_xnnpack(tmp_path):
     np.testing.assert_allclose(y, np.asarray(model(x)), atol=result.tolerance)
     # Forcing the default resolver reproduces the problem.
     with pytest.raises(RuntimeError, match="TFLite check failed .*op_resolver=BUILTIN\\)"):
-        export.export_tflite(model, tmp_path / "x.tflite", quantize="dynamic", op_resolver="BUILTIN")
+        export.export_tflite(model, tmp_path / "x.tflite", quantize="dynamic", sparse=True,
+                             op_resolver="BUILTIN")
+    assert not (tmp_path / "x.tflite").exists()
 
 
 def _block_columns(content, shape):
@@ -106,67 +107,136 @@ def _block_columns(content, shape):
 
 
 @pins_tf_2_21
-def test_partial_blocks_are_stored_dense(tmp_path):
-    # fc2 has 300 inputs, not a multiple of 16: the converter drops the last
-    # partial block (inputs 288..299) of every row.
+def test_partial_blocks_never_written_and_one_conversion(tmp_path, monkeypatch):
+    # fc2 has 300 inputs, not a multiple of 16: the TF 2.21 converter, left to
+    # choose, drops the last partial block (inputs 288..299) of every row.
     model = _sparsify(models.lenet_300_100(), density=0.1, block=16)
     fc2 = model.get_layer("fc2").get_weights()[0]
     assert np.count_nonzero(fc2[288:]) > 0
-    raw = export._convert(model, True, "dynamic", None, (None, 28, 28, 1))
+    raw = export._convert(model, True, "dynamic", None, None)
     assert _block_columns(raw, (100, 300)).max() == 300 // 16 - 1  # block 18 is lost
+    calls = []
+    convert = export._convert
+    monkeypatch.setattr(export, "_convert", lambda *a: calls.append(a[1]) or convert(*a))
     dense = export.export_tflite(model, tmp_path / "d.tflite", sparse=False, quantize="dynamic")
-    with pytest.warns(RuntimeWarning) as record:
-        result = export.export_tflite(model, tmp_path / "m.tflite", quantize="dynamic")
-    messages = " | ".join(str(w.message) for w in record)
-    assert re.search(r"fc2.*\(shape \(100, 300\), 1x16 blocks\) in dense format", messages)
-    assert "under the default op resolver (XNNPACK)" in messages
-    assert len(result.stored_dense) == 1 and "fc2" in result.stored_dense[0]
-    assert result.sparse_tensors == 2  # fc1 (int8, 1x16) and fc3 (float, too small to quantize)
+    with pytest.warns(RuntimeWarning, match="under the default op resolver"):
+        result = export.export_tflite(model, tmp_path / "m.tflite", quantize="dynamic", sparse=True)
+    assert calls == [False, False]  # one dense conversion per export, never the converter's sparsity
+    formats = {s.shape: s for s in result.storage}
+    assert formats[(300, 784)].format == "1x16 blocks"
+    assert formats[(100, 300)].format == "csr"
+    assert "300 is not a multiple of 16" in formats[(100, 300)].reason
     assert result.max_abs_error == pytest.approx(dense.max_abs_error, rel=1e-3)
     assert result.size_bytes < dense.size_bytes
 
 
-@pins_tf_2_21
-def test_partial_blocks_float(tmp_path):
+def test_partial_block_float_shape_one_conversion(tmp_path, monkeypatch):
+    """A head whose input size (2037, as ResNet50's after shrink) is not a multiple of 4."""
     import keras
 
-    model = keras.Sequential([keras.Input((302,)), keras.layers.Dense(64, name="dense")])
+    model = keras.Sequential([keras.Input((2037,)), keras.layers.Dense(16, name="head")])
     _sparsify(model, density=0.2, block=4)
-    x = np.random.default_rng(3).standard_normal((8, 302)).astype(np.float32)
-    with pytest.warns(RuntimeWarning, match=r"\(shape \(64, 302\), 1x4 blocks\)"):
+    calls = []
+    convert = export._convert
+    monkeypatch.setattr(export, "_convert", lambda *a: calls.append(a[1]) or convert(*a))
+    x = np.random.default_rng(3).standard_normal((8, 2037)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
         result = export.export_tflite(model, tmp_path / "m.tflite", sample_inputs=x)
-    assert len(result.stored_dense) == 1 and result.max_abs_error < 1e-5
+    assert calls == [False]
+    (head,) = result.storage
+    assert head.shape == (16, 2037) and head.format == "csr"
+    assert "2037 is not a multiple of 4" in head.reason
+    assert result.max_abs_error < 1e-5 and result.op_resolver == "BUILTIN"
+    np.testing.assert_allclose(_run_file(result.path, x), np.asarray(model(x)), atol=1e-5)
 
 
-@pins_tf_2_21
-def test_partial_blocks_unrepaired_raise_with_diagnosis(tmp_path, monkeypatch):
-    model = _sparsify(models.lenet_300_100(), density=0.1, block=16)
-    monkeypatch.setattr(export, "_store_dense", lambda *args: None)
-    with pytest.raises(RuntimeError, match=r"max abs error .* lose their last partial block .*fc2"):
-        export.export_tflite(model, tmp_path / "m.tflite", quantize="dynamic")
-
-
-def test_int8_with_representative_data(tmp_path):
+def test_int8_unstructured_is_dense_and_runs_under_xnnpack(tmp_path):
+    """int8 with unstructured zeros: dense int8 (fast, XNNPACK), with the reason per tensor."""
     model = _sparsify(models.lenet_5(), density=0.1)
     data = np.random.default_rng(2).standard_normal((32, 28, 28, 1)).astype(np.float32)
-    with warns_on_tf_2_21("failed to prepare"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
         result = export.export_tflite(
-            model, tmp_path / "int8.tflite", quantize="int8", representative_data=data
+            model, tmp_path / "int8.tflite", quantize="int8", representative_data=data,
+            min_agreement=0.0,
         )
-    assert result.quantize == "int8" and result.sparse_tensors == 4
-    assert result.max_abs_error <= result.tolerance
-    assert result.op_resolver == WITHOUT_DELEGATES  # auto: integer sparse tensors
-    if TF_2_21:
-        assert result.default_delegate_error  # the XNNPACK bug
-    details = runtime.interpreter(open(result.path, "rb").read(), WITHOUT_DELEGATES)
-    dtypes = {np.dtype(d["dtype"]) for d in details.get_tensor_details()}
-    assert np.dtype(np.int8) in dtypes  # activations and weights quantized
-    # The check used representative samples; a different sample set also agrees.
-    np.testing.assert_allclose(
-        _run_file(result.path, data[16:], WITHOUT_DELEGATES),
-        np.asarray(model(data[16:])),
-        atol=result.tolerance,
-    )
+    assert result.quantize == "int8" and result.sparse_tensors == 0
+    assert result.op_resolver == "BUILTIN" and result.default_delegate_error is None
+    assert [s.format for s in result.storage] == ["dense"] * 4
+    assert all(s.dtype == "int8" and s.zeros > 0.85 for s in result.storage)
+    assert all("1x16" in s.reason for s in result.storage)
+    assert "500 is not a multiple of 16" in result.storage[-1].reason  # fc2 (10, 500)
+    # The check's numbers, recomputed from the file on the same 32 samples.
+    outputs = _run_file(result.path, data)
+    reference = np.asarray(model(data))
+    assert result.samples == 32
+    assert result.max_abs_error == pytest.approx(np.abs(outputs - reference).max(), rel=1e-5)
+    assert result.mean_abs_error == pytest.approx(np.abs(outputs - reference).mean(), rel=1e-5)
+    assert result.agreement == np.mean(outputs.argmax(-1) == reference.argmax(-1))
+
+
+def test_int8_1x16_blocks_are_stored_sparse(tmp_path):
+    model = _sparsify(models.lenet_300_100(), density=0.1, block=16, layers=["fc1"])
+    data = np.random.default_rng(2).standard_normal((32, 28, 28, 1)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = export.export_tflite(model, tmp_path / "m.tflite", quantize="int8",
+                                      representative_data=data, min_agreement=0.0)
+    fc1, fc2, fc3 = result.storage
+    assert fc1.format == "1x16 blocks" and fc1.shape == (300, 784) and fc1.bytes < 0.2 * fc1.dense_bytes
+    assert fc2.format == fc3.format == "dense"  # no zeros
+    # int8 fully-connected with 1x16 blocks (version 8) is left by XNNPACK to
+    # the builtin sparse kernel: the default resolver gives the same numbers,
+    # up to XNNPACK's own int8 rounding in the dense layers (2 output steps).
+    assert result.op_resolver == "BUILTIN" and result.default_delegate_error is None
+    builtin = _run_file(result.path, data)
+    np.testing.assert_allclose(builtin, _run_file(result.path, data, WITHOUT_DELEGATES), atol=0.02)
+    np.testing.assert_allclose(builtin, np.asarray(model(data)), atol=0.5)
+    dense = export.export_tflite(model, tmp_path / "d.tflite", quantize="int8", sparse=False,
+                                 representative_data=data, min_agreement=0.0)
+    np.testing.assert_allclose(builtin, _run_file(dense.path, data), atol=0.02)
+    assert result.size_bytes < 0.5 * dense.size_bytes
+
+
+def _classifier(classes=32, seed=0):
+    """A linear classifier with many classes: close logits, some flipped by int8."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(classes, name="fc")])
+    model.layers[0].set_weights([rng.standard_normal((16, classes)).astype(np.float32),
+                                 np.zeros(classes, np.float32)])
+    return model
+
+
+def test_int8_agreement_threshold(tmp_path):
+    x = np.random.default_rng(5).standard_normal((200, 16)).astype(np.float32)
+    model = _classifier()
+    path = tmp_path / "m.tflite"
+    first = export.export_tflite(model, path, quantize="int8", representative_data=x,
+                                 min_agreement=0.0)
+    agreement = first.agreement
+    outputs = _run_file(first.path, x)
+    assert agreement == np.mean(outputs.argmax(-1) == np.asarray(model(x)).argmax(-1))
+    assert first.tolerance is None  # int8 classifier: agreement only
+    assert 0.9 < agreement < 0.99  # near-ties flip under quantization (0.985 on TF 2.21)
+    os.remove(path)
+    with pytest.raises(RuntimeError, match=r"top-1 agreement with the Keras model .* < "
+                       r"min_agreement 99.00% .*the file was not written"):
+        export.export_tflite(model, path, quantize="int8", representative_data=x)
+    assert not path.exists() and not list(tmp_path.iterdir())  # no temporary file either
+    passed = export.export_tflite(model, path, quantize="int8", representative_data=x,
+                                  min_agreement=agreement)
+    assert passed.agreement == agreement and path.exists()
+    # Labels give the file's accuracy; explicit atol/rtol add the tolerance check.
+    labels = np.asarray(model(x)).argmax(-1)
+    labelled = export.export_tflite(model, path, quantize="int8", representative_data=x,
+                                    labels=labels, min_agreement=0.0)
+    assert labelled.accuracy == pytest.approx(agreement)
+    with pytest.raises(RuntimeError, match=r"max abs error \S+ > tolerance 1e-06"):
+        export.export_tflite(model, path, quantize="int8", representative_data=x,
+                             min_agreement=0.0, atol=1e-6, rtol=0)
 
 
 def test_int8_callable_representative_dataset(tmp_path, images):
@@ -181,13 +251,17 @@ def test_int8_callable_representative_dataset(tmp_path, images):
         representative_data=representative, sample_inputs=images,
     )
     assert result.sparse_tensors == 0 and result.op_resolver == "BUILTIN"
-    assert result.max_abs_error <= result.tolerance
+    assert result.samples == len(images) and result.agreement is not None
 
 
 def test_tolerance_violation_raises(sparse_mlp, tmp_path):
-    with pytest.raises(RuntimeError, match=r"max abs error \S+ > tolerance 0, on 8 samples"):
+    (tmp_path / "m.tflite").write_bytes(b"old")
+    with pytest.raises(RuntimeError, match=r"max abs error \S+ > tolerance 0, on 8 samples; "
+                       "the file was not written"):
         export.export_tflite(sparse_mlp, tmp_path / "m.tflite", quantize="dynamic", atol=0, rtol=0)
-    assert os.path.exists(tmp_path / "m.tflite")
+    # The rejected file never reaches the path; what was there stays.
+    assert (tmp_path / "m.tflite").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]
 
 
 def test_bad_arguments(sparse_mlp, tmp_path):
@@ -196,8 +270,12 @@ def test_bad_arguments(sparse_mlp, tmp_path):
         export.export_tflite("model", p)
     with pytest.raises(TypeError, match="argument `path`.*Received: path=3 of type int"):
         export.export_tflite(sparse_mlp, 3)
-    with pytest.raises(TypeError, match="argument `sparse`.*Received: sparse=1 of type int"):
+    with pytest.raises(TypeError, match="argument `sparse`. Expected 'auto' or a bool.*Received: sparse=1 of type int"):
         export.export_tflite(sparse_mlp, p, sparse=1)
+    with pytest.raises(ValueError, match="argument `sparse`. Expected 'auto', True or False. Received: sparse='yes'"):
+        export.export_tflite(sparse_mlp, p, sparse="yes")
+    with pytest.raises(ValueError, match=r"argument `min_agreement`. Expected a fraction in \[0, 1\]"):
+        export.export_tflite(sparse_mlp, p, min_agreement=2)
     with pytest.raises(ValueError, match="argument `quantize`.*Received: quantize='float16'"):
         export.export_tflite(sparse_mlp, p, quantize="float16")
     with pytest.raises(ValueError, match="quantize='int8'. Received: representative_data=None"):
@@ -215,13 +293,72 @@ def test_bad_arguments(sparse_mlp, tmp_path):
     assert not p.exists()
 
 
-def test_model_with_two_inputs_rejected(tmp_path):
+def _two_input_model():
     import keras
 
-    a, b = keras.Input((3,)), keras.Input((3,))
-    model = keras.Model([a, b], keras.layers.Dense(2)(keras.layers.Concatenate()([a, b])))
-    with pytest.raises(ValueError, match="one input and one output. Received: model .* with 2 inputs and 1 outputs"):
-        export.export_tflite(model, tmp_path / "m.tflite")
+    a, b = keras.Input((3,), name="zeta"), keras.Input((5,), name="alpha")
+    h = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
+    return keras.Model({"zeta": a, "alpha": b},
+                       {"y": keras.layers.Dense(2, name="y")(h), "x": keras.layers.Dense(3, name="x")(h)})
+
+
+def test_two_input_export(tmp_path):
+    import keras
+
+    model = _two_input_model()
+    rng = np.random.default_rng(0)
+    samples = {"zeta": rng.standard_normal((6, 3)), "alpha": rng.standard_normal((6, 5))}
+    result = export.export_tflite(model, tmp_path / "m.tflite", sample_inputs=samples)
+    assert result.samples == 6 and result.max_abs_error < 1e-5
+    # Independent run on other inputs, through the signature, output by output.
+    other = {"zeta": rng.standard_normal((4, 3)).astype(np.float32),
+             "alpha": rng.standard_normal((4, 5)).astype(np.float32)}
+    outputs = runtime.run_signature(open(result.path, "rb").read(), other, "BUILTIN")
+    expected = keras.tree.flatten(model(other))
+    assert [o.shape for o in outputs] == [(4, 3), (4, 2)]  # flattened: "x", then "y"
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, np.asarray(want), atol=1e-5)
+    # Default samples: standard normal per input.
+    assert export.export_tflite(model, tmp_path / "d.tflite").samples == 8
+    with pytest.raises(ValueError, match=r"`sample_inputs`. Expected a dict with the model's "
+                       r"input names \['alpha', 'zeta'\]. Received: keys \['zeta'\]"):
+        export.export_tflite(model, tmp_path / "e.tflite", sample_inputs={"zeta": samples["zeta"]})
+    with pytest.raises(ValueError, match=r"`sample_inputs` \(input 'alpha'\).*shape \(None, 5\)"):
+        export.export_tflite(model, tmp_path / "e.tflite",
+                             sample_inputs={"zeta": samples["zeta"], "alpha": samples["zeta"]})
+
+
+def test_text_model_token_ids_and_mask_exports(tmp_path):
+    """A small text model: int token ids and a padding mask, as keras_hub backbones take."""
+    import keras
+
+    ids = keras.Input((12,), dtype="int32", name="token_ids")
+    mask = keras.Input((12,), dtype="int32", name="padding_mask")
+    h = keras.layers.Embedding(50, 8)(ids)
+    h = h * keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
+    logits = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(h))
+    model = keras.Model([ids, mask], logits)
+    rng = np.random.default_rng(0)
+    samples = [rng.integers(0, 50, (5, 12)), (rng.random((5, 12)) < 0.8).astype(np.int32)]
+    result = export.export_tflite(model, tmp_path / "t.tflite", sample_inputs=samples)
+    assert result.max_abs_error < 1e-5 and result.samples == 5
+    with pytest.raises(ValueError, match="Expected samples when an input has unknown "
+                       "dimensions or is not float"):
+        export.export_tflite(model, tmp_path / "u.tflite")
+
+
+def test_mixed_precision_model_exports_a_float32_copy(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((6,)),
+                              keras.layers.Dense(8, activation="relu", dtype="mixed_float16"),
+                              keras.layers.Dense(3, dtype="mixed_float16")])
+    x = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    result = export.export_tflite(model, tmp_path / "m.tflite", sample_inputs=x)
+    # The file computes in float32: within float16 rounding of the mixed model.
+    np.testing.assert_allclose(_run_file(result.path, x),
+                               np.asarray(model(x), dtype=np.float32), atol=1e-2)
+    assert model.layers[0].dtype_policy.name == "mixed_float16"  # the model is unchanged
 
 
 @pytest.mark.slow
