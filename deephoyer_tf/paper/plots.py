@@ -223,7 +223,7 @@ def _run_title(results):
     if not results:
         return None
     title = f"{results.get('model', '?')} / {_method_label(results.get('method'))}"
-    if "test_accuracy" in results:
+    if results.get("test_accuracy") is not None:
         title += f": test accuracy {results['test_accuracy']:.2%}"
     if "nonzero_weights" in results and "total_weights" in results:
         title += f", {results['nonzero_weights']:,} of {results['total_weights']:,} weights nonzero"

@@ -112,6 +112,21 @@ class SearchResult:
     dense_validation_accuracy: float
     output: pathlib.Path
     size_metric: str
+    max_drop: float | None = None
+    method: str | None = None
+    study_name: str | None = None
+
+    def summary(self) -> str:
+        """The study in a few lines: trials by state, the Pareto front, the chosen trial (or why none).
+
+        `run` prints it at the end (unless ``verbose=0``); ``deephoyer-tf
+        search`` prints it too.
+        """
+        return format_summary(self.trials, self.pareto, self.chosen, self.dense_validation_accuracy,
+                              self.size_metric, self.max_drop, self.method, self.study_name)
+
+    def __str__(self):
+        return self.summary()
 
     def load_model(self, number: int | None = None, *, safe_mode: bool = True):
         """The final model of trial `number` (default: the chosen one), loaded from `output`.
@@ -159,6 +174,7 @@ def run(
     grace_period: int | None = None,
     max_retry: int = 2,
     log: Callable[[str], None] = print,
+    verbose: int = 1,
 ) -> SearchResult:
     """Searches strength and threshold for the sparsest model within `max_drop`.
 
@@ -211,11 +227,18 @@ def run(
             (default ``2 * heartbeat_interval``) is failed and retried.
         max_retry: times a failed trial's parameters are tried again.
         log: where progress lines go (one per trial).
+        verbose: 0: nothing goes to `log`; 1 (default): the package's lines
+            (one per trial, the summary at the end); 2: Optuna's own INFO
+            lines too. Below 2, Optuna's logging is set to warnings for the
+            search and restored after it.
 
     Returns:
         A `SearchResult`.
     """
     optuna = _optuna()
+    verbose = validation.check_int(verbose, "verbose", minimum=0)
+    if verbose == 0:
+        log = _silent
     validation.check_callable(build_model, "build_model")
     validation.check_choice(method, "method", objective.METHODS)
     n_trials = validation.check_int(n_trials, "n_trials", minimum=1)
@@ -305,9 +328,11 @@ def run(
         except ValueError as e:  # e.g. training diverged (NaN kernels): not retried
             trial.set_user_attr("error", str(e)[:500])
             _remove_tree(backup)
+            _remove_empty_dir(backup.parent)
             raise
         except optuna.TrialPruned:  # stopped for good: its backups are of no use
             _remove_tree(backup)
+            _remove_empty_dir(backup.parent)
             raise
         path = output / "models" / f"trial-{trial.number}.keras"
         with atomic.atomic_path(path) as partial:
@@ -318,6 +343,7 @@ def run(
         trial.set_constraint("accuracy_drop", dense_val - max_drop / 100.0 - info["validation_accuracy"])
         trial.set_user_attr("model_path", str(path))
         _remove_tree(backup)
+        _remove_empty_dir(backup.parent)
         return float(info[size_metric])
 
     def after_trial(study_, frozen):
@@ -327,11 +353,70 @@ def run(
     log(f"[search] {method} on {study_name!r} ({storage_url}): dense validation accuracy "
         f"{dense_val:.4f}, max drop {max_drop:g} points, size = {size_metric}, "
         f"{stored_trials} trials stored, running {n_trials} more")
-    study.optimize(objective_fn, n_trials=n_trials, timeout=timeout, callbacks=[after_trial],
-                   catch=(ValueError,))
+    previous = optuna.logging.get_verbosity()
+    if verbose < 2:  # the package's one line per trial instead of Optuna's ("Best is trial 0")
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study.optimize(objective_fn, n_trials=n_trials, timeout=timeout, callbacks=[after_trial],
+                       catch=(ValueError,))
+    finally:
+        optuna.logging.set_verbosity(previous)
     summary = write_outputs(study, output, size_metric, max_drop)
-    return SearchResult(study, summary["trials"], summary["pareto"], summary["chosen"], dense_val, output,
-                        size_metric)
+    _remove_empty_dir(output / "backups")
+    result = SearchResult(study, summary["trials"], summary["pareto"], summary["chosen"], dense_val, output,
+                          size_metric, max_drop=max_drop, method=method, study_name=study_name)
+    log(result.summary())
+    return result
+
+
+def _silent(*args, **kwargs):
+    """`log` for ``verbose=0``."""
+
+
+def _remove_empty_dir(path):
+    """Removes the folder `path` if it exists and holds nothing."""
+    try:
+        pathlib.Path(path).rmdir()
+    except OSError:  # absent, or not empty (a trial's backups kept for its retry)
+        pass
+
+
+def format_summary(trials, pareto, chosen, dense_val, size_metric, max_drop, method=None, study_name=None):
+    """`SearchResult.summary`'s text, from the records `write_outputs` makes."""
+    metric = "MACs" if size_metric == "macs" else "nonzero weights"
+    states = {}
+    for t in trials:
+        states[t["state"].lower()] = states.get(t["state"].lower(), 0) + 1
+    head = f"Search {method or '?'}" + (f" ({study_name!r})" if study_name else "")
+    lines = [f"{head}: {len(trials)} trials ({', '.join(f'{n} {s}' for s, n in sorted(states.items())) or 'none'}); "
+             f"dense validation accuracy {_pct(dense_val)}"
+             + (f", max drop {max_drop:g} points" if max_drop is not None else "")]
+    by_number = {t["number"]: t for t in trials}
+    if pareto:
+        lines.append(f"Pareto front ({metric} / validation accuracy):")
+        lines.append(f"  {'trial':>6} {metric:>16} {'val acc':>8} {'drop':>6}  {'within':<6}  parameters")
+        for number in pareto:
+            t = by_number[number]
+            params = ", ".join(f"{k}={v:.3g}" for k, v in t["params"].items())
+            lines.append(f"  {'#' + str(number):>6} {t['size']:>16,.0f} {_pct(t['validation_accuracy']):>8} "
+                         f"{t['drop_points']:>6.2f}  {'yes' if t['feasible'] else 'no':<6}  {params}")
+    else:
+        lines.append("Pareto front: empty (no completed trial)")
+    if chosen is None:
+        lines.append("Chosen: none; no completed trial is within "
+                     + (f"{max_drop:g} points" if max_drop is not None else "the allowed drop")
+                     + f" of the dense validation accuracy ({_pct(dense_val)}): run more trials or "
+                       "allow a larger max drop")
+    else:
+        params = ", ".join(f"{k}={v:.3g}" for k, v in chosen["params"].items())
+        lines.append(f"Chosen: trial {chosen['number']} ({params}): {chosen['size']:,.0f} {metric}, validation "
+                     f"{_pct(chosen['validation_accuracy'])} (drop {chosen['drop_points']:.2f} points), "
+                     f"model {chosen['model_path']}")
+    return "\n".join(lines)
+
+
+def _pct(value):
+    return "-" if value is None else f"{value:.2%}"
 
 
 def _check_range(value, name, log=True):
@@ -565,40 +650,74 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def dense_size(summary):
+    """The dense model's size in the summary's metric (total weights or dense MACs), or None."""
+    field = "dense_macs" if summary["size_metric"] == "macs" else "total_weights"
+    return next((r[field] for r in summary["trials"] if r.get(field)), None)
+
+
+def draw_pareto(ax, summary, title=None):
+    """Draws the search on `ax`: trials, front, dense and max-drop lines, dense size, chosen trial.
+
+    The axes' limits hold every completed trial, the dense accuracy and the
+    max-drop line (so both horizontal lines are on the axes), and the dense
+    size (a vertical line, at the right).
+    """
+    records = {r["number"]: r for r in summary["trials"]}
+    done = [r for r in records.values() if r["state"] == "COMPLETE" and r["size"] is not None]
+    metric = "MACs" if summary["size_metric"] == "macs" else "nonzero weights"
+    if done:
+        ax.scatter([r["size"] for r in done], [100 * r["validation_accuracy"] for r in done],
+                   s=18, color="0.6", label="trials", zorder=2)
+        front = [records[n] for n in summary["pareto"]]
+        ax.plot([r["size"] for r in front], [100 * r["validation_accuracy"] for r in front],
+                "o-", color="C0", label="Pareto front", zorder=3)
+    dense = summary["dense_validation_accuracy"]
+    max_drop = summary["max_drop_points"]
+    if dense is not None:
+        ax.axhline(100 * dense, color="k", lw=0.8, ls=":", label=f"dense {100 * dense:.2f}%")
+        ax.axhline(100 * dense - max_drop, color="C3", lw=0.8, ls="--",
+                   label=f"max drop {max_drop:g} points")
+    full = dense_size(summary)
+    if full:
+        ax.axvline(full, color="k", lw=0.8, ls="-.", label=f"dense size {full:,.0f}")
+    if summary["chosen"]:
+        c = summary["chosen"]
+        ax.plot([c["size"]], [100 * c["validation_accuracy"]], "*", ms=14, color="C1",
+                label=f"chosen (trial {c['number']})", zorder=4)
+        ax.annotate(f"trial {c['number']}: {c['size']:,.0f}\n{100 * c['validation_accuracy']:.2f}%",
+                    (c["size"], 100 * c["validation_accuracy"]), textcoords="offset points",
+                    xytext=(8, -22), fontsize=8, color="C1")
+    sizes = [r["size"] for r in done] + ([full] if full else [])
+    if sizes and min(sizes) > 0:
+        ax.set_xscale("log")
+        ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
+    accuracies = [100 * r["validation_accuracy"] for r in done]
+    if dense is not None:
+        accuracies += [100 * dense, 100 * dense - max_drop]
+    if accuracies:
+        top = max(accuracies)
+        # Collapsed trials are left below the axes, never the two lines.
+        low = max(min(accuracies), top - max(5.0, 2 * max_drop))
+        if dense is not None:
+            low = min(low, 100 * dense - max_drop)
+        margin = max(0.1 * (top - low), 0.1)
+        ax.set_ylim(low - margin, top + margin)
+    ax.set_xlabel(metric + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title or f"{summary['method']}: {summary['study_name']}")
+    ax.legend(fontsize=8, loc="lower right")
+
+
 def plot_pareto(summary, path, title=None):
-    """Validation accuracy against size for every completed trial; the front, the constraint, the choice."""
+    """Validation accuracy against size for every completed trial (`draw_pareto`), written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = {r["number"]: r for r in summary["trials"]}
-    done = [r for r in records.values() if r["state"] == "COMPLETE"]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    if done:
-        ax.scatter([r["size"] for r in done], [100 * r["validation_accuracy"] for r in done],
-                   s=18, color="0.6", label="trials")
-        front = [records[n] for n in summary["pareto"]]
-        ax.plot([r["size"] for r in front], [100 * r["validation_accuracy"] for r in front],
-                "o-", color="C0", label="Pareto front")
-        ax.set_xscale("log")
-    dense = summary["dense_validation_accuracy"]
-    if dense is not None:
-        ax.axhline(100 * dense, color="k", lw=0.8, ls=":", label="dense")
-        ax.axhline(100 * dense - summary["max_drop_points"], color="C3", lw=0.8, ls="--",
-                   label=f"max drop {summary['max_drop_points']:g}")
-    if summary["chosen"]:
-        c = summary["chosen"]
-        ax.plot([c["size"]], [100 * c["validation_accuracy"]], "*", ms=14, color="C1",
-                label=f"chosen (trial {c['number']})")
-    ax.set_xlabel("MACs" if summary["size_metric"] == "macs" else "nonzero weights")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title or f"{summary['method']}: {summary['study_name']}")
-    if done:
-        accuracies = [100 * r["validation_accuracy"] for r in done] + ([100 * dense] if dense else [])
-        top = max(accuracies)
-        ax.set_ylim(max(min(accuracies), top - 5) - 0.2, top + 0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    draw_pareto(ax, summary, title)
     fig.tight_layout()
     with atomic.atomic_path(path) as partial:
         fig.savefig(partial, dpi=110, format=pathlib.Path(path).suffix.lstrip(".") or "png")
