@@ -213,13 +213,14 @@ def user_recipe(method, quick=False, **overrides):
 
     The model file is taken as the trained dense model, so `pretrain_epochs`
     is 0 unless given (then it is trained that many more epochs first);
-    ``quick`` shortens the other stages as for the LeNets, with no training
-    subset. ``magnitude`` needs a `target_sparsity` (no paper row to aim at).
+    ``quick`` shortens the other stages as for the LeNets (the first 6,000
+    training examples, a few epochs). ``magnitude`` needs a
+    `target_sparsity` (no paper row to aim at).
     """
     validation.check_choice(method, "method", METHODS)
     recipe = dataclasses.replace(RECIPES[("lenet-300-100", method)], pretrain_epochs=0)
     if quick:
-        recipe = dataclasses.replace(recipe, **{**QUICK, "pretrain_epochs": 0, "train_subset": None})
+        recipe = dataclasses.replace(recipe, **{**QUICK, "pretrain_epochs": 0})
     unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
     if unknown:
         raise ValueError(f"Unknown recipe fields: {unknown}")
