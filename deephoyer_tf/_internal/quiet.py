@@ -8,9 +8,10 @@ So the command line, unless asked to be verbose:
 
 1. sets ``TF_CPP_MIN_LOG_LEVEL=2`` (warnings and info off, errors kept),
    unless the user set it;
-2. imports TensorFlow with the process's stderr (file descriptor 2)
-   captured; the captured text is written back if the import fails, so a
-   broken install still says why;
+2. imports TensorFlow and lists its devices (CUDA's probe on a machine
+   without a GPU logs an error line) with the process's stderr (file
+   descriptor 2) captured; the captured text is written back if the import
+   fails, so a broken install still says why;
 3. sets TensorFlow's and absl's Python loggers to errors only (`settle`).
 
 The command line is verbose with ``--verbose`` (or ``-v``) anywhere in its
@@ -82,7 +83,11 @@ def quiet_import():
     if "tensorflow" in sys.modules:  # too late: already imported and logged
         return
     with captured_stderr():
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+        # Looking for devices logs once more on a machine without a GPU ("failed call to
+        # cuInit", an error-level line); it configures nothing, so it is done here, captured.
+        tensorflow.config.list_physical_devices()
 
 
 def for_command_line():

@@ -44,6 +44,7 @@ chosen model (`SearchResult.load_model`) on it once, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -259,114 +260,123 @@ def run(
     study_name = study_name or method
     storage_url = storage or f"sqlite:///{(output / 'study.db').resolve()}"
 
-    # The storage first: a bad URL or a damaged file is reported before any training.
-    rdb = storage_lib.open_storage(storage_url, heartbeat_interval, grace_period or 2 * heartbeat_interval,
-                                   max_retry)
-    try:
-        # The sampler is created before the study exists; its seed includes the trials already
-        # stored, so a continued study does not draw the same random parameters again.
-        existing = _existing_trials(optuna, rdb, study_name)
-    except sqlalchemy_errors() as error:
-        raise storage_lib.storage_error(storage_url, error) from None
-
-    dense = _dense(build_model, dense_model, train_data, val_data, schedule, pretrain_epochs, output, seed, log)
-    dense_val = float(evaluate(dense, val_data))
-    layers = objective.kernel_layer_names(dense)
-
-    # TPE reads each trial's constraint (`trial.set_constraint`, set in the objective).
-    sampler = sampler or optuna.samplers.TPESampler(seed=seed + existing, multivariate=True,
-                                                    n_startup_trials=5)
-    # TFMOT's sparsity ramps up during the first `regularize_epochs`: judge it at the final sparsity only.
-    pruner = pruner or optuna.pruners.ThresholdPruner(
-        upper=1.0 - dense_val + prune_margin / 100.0,
-        n_warmup_steps=schedule.regularize_epochs if method in objective.MAGNITUDE_METHODS else 0)
-    study = optuna.create_study(
-        storage=rdb, study_name=study_name, direction="minimize", sampler=sampler, pruner=pruner,
-        load_if_exists=True)
-    stored = study.user_attrs.get("dense_validation_accuracy")
-    if stored is None:
-        for key, value in {"dense_validation_accuracy": dense_val, "method": method,
-                           "size_metric": size_metric, "max_drop_points": max_drop,
-                           "per_layer": per_layer}.items():
-            study.set_user_attr(key, value)
-    else:
-        if abs(stored - dense_val) > 1e-9:
-            log(f"[search] this dense model's validation accuracy {dense_val:.4f} differs from the "
-                f"study's {stored:.4f}; the constraint uses the study's (pass the same dense_model "
-                "to every process)")
-        dense_val = stored
-        if study.user_attrs.get("method") != method:
-            raise ValueError(
-                f"Invalid value for argument `method`. Study {study_name!r} in {storage_url} searches "
-                f"{study.user_attrs.get('method')!r}. Received: method={method!r}"
-            )
-    stored_trials = len(study.trials)
-    if not study.trials and enqueue:
-        for params in enqueue:
-            study.enqueue_trial(params)
-    _retry_failed(optuna, study, max_retry, log, rdb)
-
-    def objective_fn(trial):
-        storage_lib.claim(trial)  # a rerun on this host retries the trial at once if this process dies
-        params = _suggest(trial, method, layers, per_layer, strength_range, std_ratio_range, sparsity_range)
-        keras.utils.set_random_seed(seed + 1)
-        backup = output / "backups" / _params_key(study_name, params)
-
-        def report(step, accuracy):
-            trial.report(1.0 - accuracy, step)
-            if trial.should_prune():
-                trial.set_user_attr("pruned_at_epoch", step)
-                trial.set_user_attr("pruned_validation_accuracy", accuracy)
-                raise optuna.TrialPruned(f"validation accuracy {accuracy:.4f} at epoch {step}")
-
+    # The package's one line per trial instead of Optuna's ("A new study created", "Best is
+    # trial 0", which need not be the chosen one); Optuna's verbosity is restored after.
+    with _optuna_logging(optuna, verbose):
+        # The storage first: a bad URL or a damaged file is reported before any training.
+        rdb = storage_lib.open_storage(storage_url, heartbeat_interval, grace_period or 2 * heartbeat_interval,
+                                       max_retry)
         try:
-            model, info = objective.train_trial(
-                dense, train_data, val_data, method, _trial_params(params, layers), schedule,
-                evaluate=evaluate, report=report, backup_dir=backup, callbacks=callbacks,
-                build_tf_keras=(lambda: build_model(flavour="tf_keras")) if method == "tfmot-magnitude" else None,
-                log=lambda line: log(f"[trial {trial.number}] {line}"))
-        except ValueError as e:  # e.g. training diverged (NaN kernels): not retried
-            trial.set_user_attr("error", str(e)[:500])
+            # The sampler is created before the study exists; its seed includes the trials already
+            # stored, so a continued study does not draw the same random parameters again.
+            existing = _existing_trials(optuna, rdb, study_name)
+        except sqlalchemy_errors() as error:
+            raise storage_lib.storage_error(storage_url, error) from None
+
+        dense = _dense(build_model, dense_model, train_data, val_data, schedule, pretrain_epochs, output, seed, log)
+        dense_val = float(evaluate(dense, val_data))
+        layers = objective.kernel_layer_names(dense)
+
+        # TPE reads each trial's constraint (`trial.set_constraint`, set in the objective).
+        sampler = sampler or optuna.samplers.TPESampler(seed=seed + existing, multivariate=True,
+                                                        n_startup_trials=5)
+        # TFMOT's sparsity ramps up during the first `regularize_epochs`: judge it at the final sparsity only.
+        pruner = pruner or optuna.pruners.ThresholdPruner(
+            upper=1.0 - dense_val + prune_margin / 100.0,
+            n_warmup_steps=schedule.regularize_epochs if method in objective.MAGNITUDE_METHODS else 0)
+        study = optuna.create_study(
+            storage=rdb, study_name=study_name, direction="minimize", sampler=sampler, pruner=pruner,
+            load_if_exists=True)
+        stored = study.user_attrs.get("dense_validation_accuracy")
+        if stored is None:
+            for key, value in {"dense_validation_accuracy": dense_val, "method": method,
+                               "size_metric": size_metric, "max_drop_points": max_drop,
+                               "per_layer": per_layer}.items():
+                study.set_user_attr(key, value)
+        else:
+            if abs(stored - dense_val) > 1e-9:
+                log(f"[search] this dense model's validation accuracy {dense_val:.4f} differs from the "
+                    f"study's {stored:.4f}; the constraint uses the study's (pass the same dense_model "
+                    "to every process)")
+            dense_val = stored
+            if study.user_attrs.get("method") != method:
+                raise ValueError(
+                    f"Invalid value for argument `method`. Study {study_name!r} in {storage_url} searches "
+                    f"{study.user_attrs.get('method')!r}. Received: method={method!r}"
+                )
+        stored_trials = len(study.trials)
+        if not study.trials and enqueue:
+            for params in enqueue:
+                study.enqueue_trial(params)
+        _retry_failed(optuna, study, max_retry, log, rdb)
+
+        def objective_fn(trial):
+            storage_lib.claim(trial)  # a rerun on this host retries the trial at once if this process dies
+            params = _suggest(trial, method, layers, per_layer, strength_range, std_ratio_range, sparsity_range)
+            keras.utils.set_random_seed(seed + 1)
+            backup = output / "backups" / _params_key(study_name, params)
+
+            def report(step, accuracy):
+                trial.report(1.0 - accuracy, step)
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_at_epoch", step)
+                    trial.set_user_attr("pruned_validation_accuracy", accuracy)
+                    raise optuna.TrialPruned(f"validation accuracy {accuracy:.4f} at epoch {step}")
+
+            try:
+                model, info = objective.train_trial(
+                    dense, train_data, val_data, method, _trial_params(params, layers), schedule,
+                    evaluate=evaluate, report=report, backup_dir=backup, callbacks=callbacks,
+                    build_tf_keras=(lambda: build_model(flavour="tf_keras")) if method == "tfmot-magnitude" else None,
+                    log=lambda line: log(f"[trial {trial.number}] {line}"))
+            except ValueError as e:  # e.g. training diverged (NaN kernels): not retried
+                trial.set_user_attr("error", str(e)[:500])
+                _remove_tree(backup)
+                _remove_empty_dir(backup.parent)
+                raise
+            except optuna.TrialPruned:  # stopped for good: its backups are of no use
+                _remove_tree(backup)
+                _remove_empty_dir(backup.parent)
+                raise
+            path = output / "models" / f"trial-{trial.number}.keras"
+            with atomic.atomic_path(path) as partial:
+                model.save(partial)
+            for key, value in info.items():
+                trial.set_user_attr(key, value)
+            # Feasible when <= 0: the accuracy drop within max_drop points.
+            trial.set_constraint("accuracy_drop", dense_val - max_drop / 100.0 - info["validation_accuracy"])
+            trial.set_user_attr("model_path", str(path))
             _remove_tree(backup)
             _remove_empty_dir(backup.parent)
-            raise
-        except optuna.TrialPruned:  # stopped for good: its backups are of no use
-            _remove_tree(backup)
-            _remove_empty_dir(backup.parent)
-            raise
-        path = output / "models" / f"trial-{trial.number}.keras"
-        with atomic.atomic_path(path) as partial:
-            model.save(partial)
-        for key, value in info.items():
-            trial.set_user_attr(key, value)
-        # Feasible when <= 0: the accuracy drop within max_drop points.
-        trial.set_constraint("accuracy_drop", dense_val - max_drop / 100.0 - info["validation_accuracy"])
-        trial.set_user_attr("model_path", str(path))
-        _remove_tree(backup)
-        _remove_empty_dir(backup.parent)
-        return float(info[size_metric])
+            return float(info[size_metric])
 
-    def after_trial(study_, frozen):
-        log(_progress_line(frozen, dense_val, max_drop, size_metric))
-        write_outputs(study_, output, size_metric, max_drop)
+        def after_trial(study_, frozen):
+            log(_progress_line(frozen, dense_val, max_drop, size_metric))
+            write_outputs(study_, output, size_metric, max_drop)
 
-    log(f"[search] {method} on {study_name!r} ({storage_url}): dense validation accuracy "
-        f"{dense_val:.4f}, max drop {max_drop:g} points, size = {size_metric}, "
-        f"{stored_trials} trials stored, running {n_trials} more")
-    previous = optuna.logging.get_verbosity()
-    if verbose < 2:  # the package's one line per trial instead of Optuna's ("Best is trial 0")
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+        log(f"[search] {method} on {study_name!r} ({storage_url}): dense validation accuracy "
+            f"{dense_val:.4f}, max drop {max_drop:g} points, size = {size_metric}, "
+            f"{stored_trials} trials stored, running {n_trials} more")
         study.optimize(objective_fn, n_trials=n_trials, timeout=timeout, callbacks=[after_trial],
                        catch=(ValueError,))
+        summary = write_outputs(study, output, size_metric, max_drop)
+        _remove_empty_dir(output / "backups")
+        result = SearchResult(study, summary["trials"], summary["pareto"], summary["chosen"], dense_val, output,
+                              size_metric, max_drop=max_drop, method=method, study_name=study_name)
+        log(result.summary())
+        return result
+
+
+@contextlib.contextmanager
+def _optuna_logging(optuna, verbose):
+    """Optuna's logging at warnings (``verbose`` < 2) for the block; its previous verbosity after."""
+    previous = optuna.logging.get_verbosity()
+    if verbose < 2:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
     finally:
         optuna.logging.set_verbosity(previous)
-    summary = write_outputs(study, output, size_metric, max_drop)
-    _remove_empty_dir(output / "backups")
-    result = SearchResult(study, summary["trials"], summary["pareto"], summary["chosen"], dense_val, output,
-                          size_metric, max_drop=max_drop, method=method, study_name=study_name)
-    log(result.summary())
-    return result
 
 
 def _silent(*args, **kwargs):
