@@ -716,7 +716,7 @@ def draw_pareto(ax, summary, title=None):
     ax.set_xlabel(metric + (" (log scale)" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel("validation accuracy (%)")
     ax.set_title(title or f"{summary['method']}: {summary['study_name']}")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
 
 
 def plot_pareto(summary, path, title=None):
