@@ -449,15 +449,20 @@ def main(args):
         if (folder / "results.json").is_file():
             results = json.loads((folder / "results.json").read_text())
         written = weight_histograms(load_stages(source), out, title=_run_title(results))
+        what = "nonzero weights per layer and stage"
     elif command == "descent":
         written = descent_path(args.out, dim=args.dim, seed=args.seed, steps=args.steps,
                                learning_rate=args.learning_rate)
+        what = "gradient descent on Hoyer-Square (Figure 2)"
     elif command == "pareto":
         written = pareto(args.results, args.out, metric=args.metric)
+        what = f"test accuracy against {args.metric.replace('_', ' ')}"
     else:
         raise ValueError(
             "Invalid value for argument `plot_command`. Expected one of "
             f"['histograms', 'descent', 'pareto']. Received: plot_command={command!r}"
         )
-    print(f"wrote {written}")
+    from deephoyer_tf import cli
+
+    cli.print_written([(written, what)])
     return 0
