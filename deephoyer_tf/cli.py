@@ -56,6 +56,14 @@ def _size(path):
     return f"{total:.1f} GB"  # pragma: no cover
 
 
+class _Default(str):
+    """A default value argparse fills in, told apart from the same value given on the line."""
+
+
+def _given(value):
+    return value is not None and not isinstance(value, _Default)
+
+
 def _fail(command, error):
     print(f"deephoyer-tf {command}: error: {error}", file=sys.stderr)
     return 2
@@ -71,7 +79,7 @@ def _user_inputs(args):
     if args.data is not None and args.model_file is None:
         raise ValueError("--data FILE.npz goes with --model-file (the LeNets read --dataset). "
                          f"Received: data={args.data!r}")
-    if args.data is not None and args.dataset is not None:
+    if args.data is not None and _given(args.dataset):
         raise ValueError(f"Expected either --data or --dataset, not both. Received: data={args.data!r}, "
                          f"dataset={args.dataset!r}")
     return args.model_file is not None
@@ -86,7 +94,7 @@ def _load_user_model(args, inputs):
     if args.data is not None:
         data, scale_offset, label = user_data.load_arrays(args.data), None, os.path.basename(args.data)
     else:
-        label = args.dataset or "mnist"
+        label = str(args.dataset)
         data, scale_offset = user_data.dataset_arrays(label, args.data_dir, inputs)
     model = _load_any(args.model_file, args.unsafe)
     data = user_data.fit_to_model(data, user_data.model_input_shape(model), args.data or label)
@@ -149,7 +157,7 @@ def _reproduce(args):
     else:
         results = reproduce.run(
             args.model, args.method, data_dir=args.data_dir, output=output,
-            quick=args.quick, cache_dir=args.cache_dir, recipe=recipe, dataset=args.dataset or "mnist",
+            quick=args.quick, cache_dir=args.cache_dir, recipe=recipe, dataset=str(args.dataset),
             log=log,
         )
     if args.plots:
@@ -180,7 +188,7 @@ def _search(args):
             recipe, _ = search.model_file.check_arguments(args.method, **common)
             model, data, _, _ = _load_user_model(args, recipe.inputs)
         else:
-            search.mnist.check_arguments(args.model, args.method, dataset=args.dataset or "mnist", **common)
+            search.mnist.check_arguments(args.model, args.method, dataset=str(args.dataset), **common)
     except (TypeError, ValueError, FileNotFoundError) as error:
         return _fail("search", error)
     name = pathlib.Path(args.model_file).stem if user else args.model
@@ -194,7 +202,7 @@ def _search(args):
     else:
         result = search.lenet(
             args.model, args.method, output=output, study_name=args.study_name, data_dir=args.data_dir,
-            dataset=args.dataset or "mnist", cache_dir=args.cache_dir, per_layer=args.per_layer, log=log,
+            dataset=str(args.dataset), cache_dir=args.cache_dir, per_layer=args.per_layer, log=log,
             verbose=verbose, **common)
     models = sorted((output / "models").glob("trial-*.keras")) if (output / "models").is_dir() else []
     chosen = f"; the chosen: {pathlib.Path(result.chosen['model_path']).name}" if result.chosen else ""
@@ -456,7 +464,7 @@ def _add_user_model(p, what):
 
 
 def _add_dataset(p):
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"],
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default=_Default("mnist"),
                    help="the paper's MNIST or Fashion-MNIST (same format, harder); with --model-file, "
                    "scaled as --inputs says and reshaped to the model's input (default: mnist)")
     p.add_argument("--data-dir", help="folder of the dataset's *-ubyte.gz files (default: "
