@@ -21,6 +21,10 @@ budget (regularized training + fine-tuning), aiming at a target sparsity
 Only the validation split (the last 5,000 training images) guides choices; the
 test images give the final number only.
 
+`run_model(model, method, data, ...)` runs the same stages on a user's trained
+dense model and arrays (``deephoyer-tf reproduce --model-file``; the recipe
+is `user_recipe`, the data `user_data.ArraySplits`).
+
 Long schedules run in pieces: every epoch of pretraining (in the cache
 folder), of the regularized training and of the fine-tuning (in
 ``OUTPUT/checkpoints``) is backed up with Keras' `BackupAndRestore`, and each

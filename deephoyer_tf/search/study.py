@@ -104,6 +104,8 @@ class SearchResult:
         chosen: the chosen trial's dict, or None if no trial is within `max_drop`.
         dense_validation_accuracy: the reference accuracy.
         output: the output folder.
+        size_metric: ``"nonzero_weights"`` or ``"macs"``.
+        max_drop, method, study_name: the search's, for `summary`.
     """
 
     study: Any
