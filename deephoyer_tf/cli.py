@@ -70,7 +70,7 @@ def _fail(command, error):
 
 
 def _user_inputs(args):
-    """Checks the model arguments; for ``--model-file``, ``(model, data, scale_offset, label)``, else None."""
+    """Checks the model arguments (a LeNet or --model-file, --data or --dataset); True for --model-file."""
     if args.model is None and args.model_file is None:
         raise ValueError("Expected a model: lenet-300-100, lenet-5, or --model-file FILE.keras. Received none")
     if args.model is not None and args.model_file is not None:
