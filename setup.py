@@ -15,12 +15,14 @@ extras = {
     "hub": ["keras-hub"],  # tests: a keras_hub backbone through the pipeline
     "backends": ["jax", "torch"],  # Keras 3 on JAX and PyTorch (tests/backends)
 }
+# The tests on TensorFlow and JAX. PyTorch (several GB with PyPI's CUDA wheel) is in
+# `backends` only: its test run is added with `pip install -e ".[backends]"` (see .ci/run).
 extras["test"] = sorted(
-    {p for group in ("tfmot", "litert", "datasets", "plots", "search", "hub", "backends")
+    {p for group in ("tfmot", "litert", "datasets", "plots", "search", "hub")
      for p in extras[group]}
-    | {"pytest", "ruff"}
+    | {"jax", "pytest", "ruff"}
 )
-extras["all"] = extras["test"]
+extras["all"] = sorted(set(extras["test"]) | set(extras["backends"]))
 
 setup(
     name="deephoyer_tf",

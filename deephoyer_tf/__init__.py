@@ -22,6 +22,9 @@ Importing this package imports neither tf_keras nor
 `tensorflow_model_optimization`, and never sets `TF_USE_LEGACY_KERAS`.
 """
 
+# First: in the ``deephoyer-tf`` process, TensorFlow is imported with its start-up logs
+# silenced (`_internal.quiet`); from Python, this import changes nothing.
+from deephoyer_tf._internal import quiet as _quiet  # noqa: F401 - before TensorFlow
 from deephoyer_tf._internal import tf_keras_faces as _tf_keras_faces
 from deephoyer_tf._internal.backend import BackendError
 from deephoyer_tf._internal.loading import UnsafeModelError

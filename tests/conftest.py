@@ -61,3 +61,41 @@ def tfmot(monkeypatch):
     import tensorflow_model_optimization
 
     return tensorflow_model_optimization
+
+
+# The backend runs a plain `python -m pytest` leaves out, said in its summary.
+_BACKEND_TESTS = "tests/backends tests/internal/test_backend.py"
+
+
+def _installed(module):
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None  # found, not imported (torch after TF crashes)
+
+
+def backend_runs_note(backend, installed):
+    """The lines on the Keras backends this run did not cover, and the commands that add them."""
+    lines = [f"this run used Keras' {backend} backend; the backend-neutral tests ({_BACKEND_TESTS}) "
+             "also run on the others, one pytest process each:"]
+    for other, package in (("tensorflow", "tensorflow"), ("jax", "jax"), ("torch", "torch")):
+        if other == backend:
+            continue
+        command = f"KERAS_BACKEND={other} python -m pytest {_BACKEND_TESTS}"
+        if installed(package):
+            lines.append(f"  {other}: skipped here; add it with: {command}")
+        else:
+            lines.append(f"  {other}: skipped, {package} is not installed; add it with: "
+                         f"pip install -e \".[backends]\" && {command}")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    terminalreporter.section("backend runs")
+    for line in backend_runs_note(backend, _installed):
+        terminalreporter.write_line(line)
+    skipped = [r for r in terminalreporter.stats.get("skipped", [])
+               if any(name in str(r.longrepr) for name in ("torch", "jax"))]
+    if skipped:
+        terminalreporter.write_line(f"{len(skipped)} test(s) skipped for a missing backend package "
+                                    "(torch or jax): see the skip reasons (pytest -rs)")

@@ -223,7 +223,7 @@ def _run_title(results):
     if not results:
         return None
     title = f"{results.get('model', '?')} / {_method_label(results.get('method'))}"
-    if "test_accuracy" in results:
+    if results.get("test_accuracy") is not None:
         title += f": test accuracy {results['test_accuracy']:.2%}"
     if "nonzero_weights" in results and "total_weights" in results:
         title += f", {results['nonzero_weights']:,} of {results['total_weights']:,} weights nonzero"
@@ -449,15 +449,20 @@ def main(args):
         if (folder / "results.json").is_file():
             results = json.loads((folder / "results.json").read_text())
         written = weight_histograms(load_stages(source), out, title=_run_title(results))
+        what = "nonzero weights per layer and stage"
     elif command == "descent":
         written = descent_path(args.out, dim=args.dim, seed=args.seed, steps=args.steps,
                                learning_rate=args.learning_rate)
+        what = "gradient descent on Hoyer-Square (Figure 2)"
     elif command == "pareto":
         written = pareto(args.results, args.out, metric=args.metric)
+        what = f"test accuracy against {args.metric.replace('_', ' ')}"
     else:
         raise ValueError(
             "Invalid value for argument `plot_command`. Expected one of "
             f"['histograms', 'descent', 'pareto']. Received: plot_command={command!r}"
         )
-    print(f"wrote {written}")
+    from deephoyer_tf import cli
+
+    cli.print_written([(written, what)])
     return 0

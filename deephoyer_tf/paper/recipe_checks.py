@@ -35,13 +35,14 @@ def _field(recipe, name, check):
         check(getattr(recipe, name), name)
 
 
-def validate_recipe(recipe, method=None):
+def validate_recipe(recipe, method=None, pretrain_minimum=1):
     """Raises `ValueError`/`TypeError` naming the first bad field of `recipe`; returns `recipe`.
 
     Epochs are ints >= 0 (pretraining >= 1), learning rates floats > 0, the
     batch size an int >= 1, the tolerance, the strength and the std ratios
     floats >= 0, the target sparsity a float in [0, 1). With `method`, a
-    field the method does not read is refused rather than ignored:
+    field the method does not read is refused rather than ignored
+    (`pretrain_minimum` 0: a user's model file is already trained):
     `target_sparsity` is for ``magnitude`` only, `std_ratio` for every other
     method.
     """
@@ -54,7 +55,7 @@ def validate_recipe(recipe, method=None):
     def non_negative(value, name):
         validation.check_float(value, name, minimum=0.0)
 
-    _field(recipe, "pretrain_epochs", epochs(1))
+    _field(recipe, "pretrain_epochs", epochs(pretrain_minimum))
     for name in ("regularize_epochs", "finetune_epochs", "warmup_epochs", "select_finetune_epochs"):
         _field(recipe, name, epochs(0))
     for name in ("learning_rate", "finetune_learning_rate"):

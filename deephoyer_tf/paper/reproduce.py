@@ -21,6 +21,10 @@ budget (regularized training + fine-tuning), aiming at a target sparsity
 Only the validation split (the last 5,000 training images) guides choices; the
 test images give the final number only.
 
+`run_model(model, method, data, ...)` runs the same stages on a user's trained
+dense model and arrays (``deephoyer-tf reproduce --model-file``; the recipe
+is `user_recipe`, the data `user_data.ArraySplits`).
+
 Long schedules run in pieces: every epoch of pretraining (in the cache
 folder), of the regularized training and of the fine-tuning (in
 ``OUTPUT/checkpoints``) is backed up with Keras' `BackupAndRestore`, and each
@@ -201,6 +205,34 @@ def recipe_for(model_name, method, quick=False, name="default", **overrides):
         raise ValueError(f"Unknown recipe fields: {unknown}")
     recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
     return recipe_checks.validate_recipe(recipe, method)
+
+
+#: The recipe of a user's model (`run_model`): the LeNet-300-100 recipe of the method, without
+#: pretraining (the model file is the trained dense model) and without a training subset.
+USER_MODEL = "model-file"
+
+
+def user_recipe(method, quick=False, **overrides):
+    """The recipe for a user's model (``--model-file``): LeNet-300-100's for `method`, no pretraining.
+
+    The model file is taken as the trained dense model, so `pretrain_epochs`
+    is 0 unless given (then it is trained that many more epochs first);
+    ``quick`` shortens the other stages as for the LeNets (the first 6,000
+    training examples, a few epochs). ``magnitude`` needs a
+    `target_sparsity` (no paper row to aim at).
+    """
+    validation.check_choice(method, "method", METHODS)
+    recipe = dataclasses.replace(RECIPES[("lenet-300-100", method)], pretrain_epochs=0)
+    if quick:
+        recipe = dataclasses.replace(recipe, **{**QUICK, "pretrain_epochs": 0})
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(Recipe)})
+    if unknown:
+        raise ValueError(f"Unknown recipe fields: {unknown}")
+    recipe = dataclasses.replace(recipe, **{k: v for k, v in overrides.items() if v is not None})
+    if method == "magnitude" and recipe.target_sparsity is None:
+        raise ValueError("Invalid value for argument `target_sparsity`. Method 'magnitude' on a user's "
+                         "model needs the final sparsity (e.g. 0.9). Received: target_sparsity=None")
+    return recipe_checks.validate_recipe(recipe, method, pretrain_minimum=0)
 
 
 def make_regularizer(method, strength):
@@ -542,16 +574,94 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
         model, extra = _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log,
                                       checkpoints)
 
+    results = _finish(model_name, method, dense, model, extra, data, recipe, output, log, start,
+                      dataset=dataset, quick=quick, scale_offset=(scale, offset),
+                      dense_test=dense_test, dense_val=dense_val,
+                      pretrain_cached=pretrain_epochs_run == 0,
+                      paper=PAPER.get((model_name, method)) if dataset == "mnist" else None)
+    return results
+
+
+def run_model(model, method, data, *, output, recipe=None, quick=False, name="model", dataset=None,
+              scale_offset=None, log=print):
+    """Runs the reproduction's stages on a user's trained dense `model` and `data` (`ArraySplits`).
+
+    What ``deephoyer-tf reproduce --model-file dense.keras`` runs: `model`
+    is the dense starting point (trained `recipe.pretrain_epochs` more epochs
+    first if that is above 0, the default being 0), then the method's stages
+    as for the LeNets: regularize, choose the std ratio on the validation
+    split, prune, fine-tune (or magnitude pruning to `recipe.target_sparsity`),
+    each resumable. Writes ``model.keras``, ``results.json`` and
+    ``stages.npz`` into `output`. The test accuracy is read once at the end,
+    and only if `data` has a test split (else None).
+
+    Args:
+        model: a built Keras 3 classifier with one input and logits out.
+        method: one of `METHODS`.
+        data: `user_data.ArraySplits`, the images as `model` takes them.
+        output: the output folder.
+        recipe: default `user_recipe(method, quick)`.
+        name: the model's name in ``results.json`` (the file's stem).
+        dataset: the data's name in ``results.json`` (``FILE.npz``, ``mnist``).
+        scale_offset: ``(scale, offset)`` when `data` are pixels scaled from
+            0..255: the saved model then starts with that `Rescaling` and
+            takes raw pixels, as the LeNets' do.
+        log: where progress lines go.
+    """
+    from deephoyer_tf.paper import user_data
+
+    start = time.time()
+    validation.check_choice(method, "method", METHODS)
+    recipe = recipe_checks.validate_recipe(recipe or user_recipe(method, quick), method, pretrain_minimum=0)
+    if method == "magnitude" and recipe.target_sparsity is None:
+        raise ValueError("Invalid value for argument `target_sparsity`. Method 'magnitude' on a user's "
+                         "model needs the final sparsity (e.g. 0.9). Received: target_sparsity=None")
+    data = user_data.fit_to_model(data, user_data.model_input_shape(model), dataset or "the data")
+    user_data.check_classifier(model, data.n_classes)
+    output = pathlib.Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    x_train, y_train = _training_arrays(data, recipe)
+    dense = keras.models.clone_model(model)
+    dense.set_weights(model.get_weights())
+    if recipe.pretrain_epochs:
+        keras.utils.set_random_seed(recipe.seed)
+        compile_classifier(dense, recipe.learning_rate, decay_steps=_decay_steps(
+            recipe.pretrain_schedule, recipe.pretrain_epochs, len(x_train), recipe.batch_size))
+        log(f"[pretrain] {name}: {recipe.pretrain_epochs} more epochs")
+        dense.fit(x_train, y_train, batch_size=recipe.batch_size, epochs=recipe.pretrain_epochs,
+                  validation_data=(data.x_val, data.y_val), verbose=2)
+    dense_val = _accuracy(dense, data.x_val, data.y_val)
+    dense_test = _accuracy(dense, data.x_test, data.y_test) if data.has_test else None
+    log(f"[dense] validation accuracy {dense_val:.4f}")
+
+    keras.utils.set_random_seed(recipe.seed + 1)
+    if method == "magnitude":
+        final, extra = _run_magnitude(name, dense, data, recipe, log, build=lambda: keras.models.clone_model(dense))
+    else:
+        checkpoints = _checkpoints(output / "checkpoints", {
+            "model": name, "method": method, "dataset": dataset, "recipe": dataclasses.asdict(recipe),
+            "dense": data_fingerprint(*[w for w in dense.get_weights()[:2]]),
+        }, log)
+        final, extra = _run_deephoyer(method, dense, data, x_train, y_train, recipe, dense_val, log, checkpoints)
+    return _finish(name, method, dense, final, extra, data, recipe, output, log, start, dataset=dataset,
+                   quick=quick, scale_offset=scale_offset, dense_test=dense_test, dense_val=dense_val,
+                   pretrain_cached=False, paper=None)
+
+
+def _finish(model_name, method, dense, model, extra, data, recipe, output, log, start, *, dataset, quick,
+            scale_offset, dense_test, dense_val, pretrain_cached, paper):
+    """Writes ``stages.npz``, ``model.keras`` and ``results.json``; logs the report; returns the results."""
     stages = {"dense": _kernel_arrays(dense), "final": _kernel_arrays(model)}
     if "regularized_kernels" in extra:
         stages["regularized"] = extra.pop("regularized_kernels")
     save_stages(output / "stages.npz", stages)
     report = report_lib.sparsity_report(model)
     validation_accuracy = _accuracy(model, data.x_val, data.y_val)
-    test_accuracy = _accuracy(model, data.x_test, data.y_test)  # the final number, once
+    has_test = getattr(data, "x_test", None) is not None
+    test_accuracy = _accuracy(model, data.x_test, data.y_test) if has_test else None  # the final number, once
     model_path = output / "model.keras"
-    # The saved model takes raw pixels (0 to 255): the recipe's input scaling is its first layer.
-    saved = preprocessing.with_preprocessing(model, scale, offset)
+    # With a scaling, the saved model takes raw pixels (0 to 255): the input scaling is its first layer.
+    saved = preprocessing.with_preprocessing(model, *scale_offset) if scale_offset else model
     with atomic.atomic_path(model_path) as partial:
         saved.save(partial)
     summary = report.to_dict()
@@ -571,9 +681,9 @@ def run(model_name, method, data_dir=None, output=None, quick=False, cache_dir=N
             "finetune": recipe.finetune_epochs,
         },
         "wall_seconds": round(time.time() - start, 1),
-        "pretrain_cached": pretrain_epochs_run == 0,
+        "pretrain_cached": pretrain_cached,
         "recipe": dataclasses.asdict(recipe),
-        "paper": PAPER.get((model_name, method)) if dataset == "mnist" else None,
+        "paper": paper,
         "model_path": str(model_path),
         "quick": quick,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -834,13 +944,15 @@ def _without_regularizers(layer):
     return type(layer).from_config(config)
 
 
-def _run_magnitude(model_name, dense, data, recipe, log, engine="keras"):
+def _run_magnitude(model_name, dense, data, recipe, log, engine="keras", build=None):
     """Magnitude pruning with a polynomial schedule to the target sparsity.
 
     ``engine="keras"`` (default): `deephoyer_tf.MagnitudePruning` on Keras 3,
     any backend. ``engine="tfmot"``: TFMOT's ``prune_low_magnitude`` on
     tf_keras (TensorFlow only; importing TFMOT switches tf.keras to Keras 2),
     kept as a cross-check. Same schedule, optimizer and epochs in both.
+    `build` builds a fresh copy of the architecture (default: the LeNet
+    `model_name`; a user's model passes its own and a target sparsity).
     """
     from deephoyer_tf._internal import backend
     from deephoyer_tf.callbacks.magnitude_pruning import MagnitudePruning
@@ -875,7 +987,8 @@ def _run_magnitude(model_name, dense, data, recipe, log, engine="keras"):
         pruned.fit(x_train, y_train, **fit_args, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
         weights = tfmot.sparsity.keras.strip_pruning(pruned).get_weights()
     else:
-        model = build_model(model_name)
+        build = build or (lambda: build_model(model_name))
+        model = build()
         model.set_weights(dense.get_weights())
         compile_classifier(model, recipe.learning_rate)
         log(f"[magnitude] MagnitudePruning to sparsity {target:.4f} "
@@ -883,7 +996,7 @@ def _run_magnitude(model_name, dense, data, recipe, log, engine="keras"):
         model.fit(x_train, y_train, **fit_args,
                   callbacks=[MagnitudePruning(PolynomialDecay(**schedule))])
         weights = strip_zero_masks(model).get_weights()
-    final = build_model(model_name)
+    final = build() if build is not None else build_model(model_name)
     final.set_weights(weights)
     return final, {"target_sparsity": float(target), "magnitude_engine": engine}
 
@@ -918,7 +1031,7 @@ def format_results(results):
     lines = [
         f"{results['model']} / {results['method']}:",
         f"  {'':<10}{'test acc':>10}{'nonzero':>10}{'ratio':>9}{'MACs':>10}{'MAC ratio':>11}  structure",
-        f"  {'ours':<10}{results['test_accuracy']:>10.2%}{results['nonzero_weights']:>10,}"
+        f"  {'ours':<10}{_percent(results['test_accuracy'])}{results['nonzero_weights']:>10,}"
         f"{ratio:>8.1f}x{results['macs']:>10,}{mac_ratio:>10.1f}x  {results['structure']}",
     ]
     if paper:
@@ -932,8 +1045,15 @@ def format_results(results):
             f"{dense_macs / macs:>10.1f}x" if macs else f"{'-':>11}",
         ]
         lines.append(f"  {'paper':<10}" + "".join(cells) + f"  {paper.get('structure', '-')}")
+    dense_test = results.get("dense_test_accuracy")
     lines.append(
-        f"  dense test accuracy {results['dense_test_accuracy']:.2%}; "
-        f"wall time {results['wall_seconds']:.0f} s"
+        (f"  dense test accuracy {dense_test:.2%}; " if dense_test is not None else
+         f"  no test split (validation accuracy {results['validation_accuracy']:.2%}, dense "
+         f"{results['dense_validation_accuracy']:.2%}); ")
+        + f"wall time {results['wall_seconds']:.0f} s"
     )
     return "\n".join(lines)
+
+
+def _percent(value):
+    return f"{value:>10.2%}" if value is not None else f"{'-':>10}"

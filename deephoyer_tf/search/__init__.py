@@ -10,6 +10,8 @@
   killed processes at once.
 * `mnist`: `lenet`, the search on LeNet-300-100 / LeNet-5 and MNIST
   (``deephoyer-tf search``).
+* `model_file`: `search_model`, the search on a user's trained model and
+  arrays (``deephoyer-tf search --model-file``).
 
 Optuna is imported only when a search runs (``pip install
 'deephoyer_tf[search]'``). The test set is never an argument: the caller
@@ -22,16 +24,20 @@ Example::
     result = search.run(build_model, (x_train, y_train), (x_val, y_val),
                         method="hs", n_trials=30, output="runs/search-hs",
                         storage="sqlite:///search.db", max_drop=0.2)
+    print(result.summary())  # the Pareto front and the chosen trial (run prints it too)
     model = result.load_model(safe_mode=True)  # the chosen trial's model
 """
 
 from deephoyer_tf.search import mnist
+from deephoyer_tf.search import model_file
 from deephoyer_tf.search import objective
 from deephoyer_tf.search import study
 from deephoyer_tf.search.mnist import lenet
+from deephoyer_tf.search.model_file import search_model
 from deephoyer_tf.search.objective import METHODS
 from deephoyer_tf.search.objective import Schedule
 from deephoyer_tf.search.study import SearchResult
 from deephoyer_tf.search.study import run
 
-__all__ = ["METHODS", "Schedule", "SearchResult", "lenet", "mnist", "objective", "run", "study"]
+__all__ = ["METHODS", "Schedule", "SearchResult", "lenet", "mnist", "model_file", "objective", "run",
+           "search_model", "study"]

@@ -44,6 +44,7 @@ chosen model (`SearchResult.load_model`) on it once, at the end.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -103,6 +104,8 @@ class SearchResult:
         chosen: the chosen trial's dict, or None if no trial is within `max_drop`.
         dense_validation_accuracy: the reference accuracy.
         output: the output folder.
+        size_metric: ``"nonzero_weights"`` or ``"macs"``.
+        max_drop, method, study_name: the search's, for `summary`.
     """
 
     study: Any
@@ -112,6 +115,21 @@ class SearchResult:
     dense_validation_accuracy: float
     output: pathlib.Path
     size_metric: str
+    max_drop: float | None = None
+    method: str | None = None
+    study_name: str | None = None
+
+    def summary(self) -> str:
+        """The study in a few lines: trials by state, the Pareto front, the chosen trial (or why none).
+
+        `run` prints it at the end (unless ``verbose=0``); ``deephoyer-tf
+        search`` prints it too.
+        """
+        return format_summary(self.trials, self.pareto, self.chosen, self.dense_validation_accuracy,
+                              self.size_metric, self.max_drop, self.method, self.study_name)
+
+    def __str__(self):
+        return self.summary()
 
     def load_model(self, number: int | None = None, *, safe_mode: bool = True):
         """The final model of trial `number` (default: the chosen one), loaded from `output`.
@@ -159,6 +177,7 @@ def run(
     grace_period: int | None = None,
     max_retry: int = 2,
     log: Callable[[str], None] = print,
+    verbose: int = 1,
 ) -> SearchResult:
     """Searches strength and threshold for the sparsest model within `max_drop`.
 
@@ -211,11 +230,18 @@ def run(
             (default ``2 * heartbeat_interval``) is failed and retried.
         max_retry: times a failed trial's parameters are tried again.
         log: where progress lines go (one per trial).
+        verbose: 0: nothing goes to `log`; 1 (default): the package's lines
+            (one per trial, the summary at the end); 2: Optuna's own INFO
+            lines too. Below 2, Optuna's logging is set to warnings for the
+            search and restored after it.
 
     Returns:
         A `SearchResult`.
     """
     optuna = _optuna()
+    verbose = validation.check_int(verbose, "verbose", minimum=0)
+    if verbose == 0:
+        log = _silent
     validation.check_callable(build_model, "build_model")
     validation.check_choice(method, "method", objective.METHODS)
     n_trials = validation.check_int(n_trials, "n_trials", minimum=1)
@@ -236,102 +262,173 @@ def run(
     study_name = study_name or method
     storage_url = storage or f"sqlite:///{(output / 'study.db').resolve()}"
 
-    # The storage first: a bad URL or a damaged file is reported before any training.
-    rdb = storage_lib.open_storage(storage_url, heartbeat_interval, grace_period or 2 * heartbeat_interval,
-                                   max_retry)
-    try:
-        # The sampler is created before the study exists; its seed includes the trials already
-        # stored, so a continued study does not draw the same random parameters again.
-        existing = _existing_trials(optuna, rdb, study_name)
-    except sqlalchemy_errors() as error:
-        raise storage_lib.storage_error(storage_url, error) from None
-
-    dense = _dense(build_model, dense_model, train_data, val_data, schedule, pretrain_epochs, output, seed, log)
-    dense_val = float(evaluate(dense, val_data))
-    layers = objective.kernel_layer_names(dense)
-
-    # TPE reads each trial's constraint (`trial.set_constraint`, set in the objective).
-    sampler = sampler or optuna.samplers.TPESampler(seed=seed + existing, multivariate=True,
-                                                    n_startup_trials=5)
-    # TFMOT's sparsity ramps up during the first `regularize_epochs`: judge it at the final sparsity only.
-    pruner = pruner or optuna.pruners.ThresholdPruner(
-        upper=1.0 - dense_val + prune_margin / 100.0,
-        n_warmup_steps=schedule.regularize_epochs if method in objective.MAGNITUDE_METHODS else 0)
-    study = optuna.create_study(
-        storage=rdb, study_name=study_name, direction="minimize", sampler=sampler, pruner=pruner,
-        load_if_exists=True)
-    stored = study.user_attrs.get("dense_validation_accuracy")
-    if stored is None:
-        for key, value in {"dense_validation_accuracy": dense_val, "method": method,
-                           "size_metric": size_metric, "max_drop_points": max_drop,
-                           "per_layer": per_layer}.items():
-            study.set_user_attr(key, value)
-    else:
-        if abs(stored - dense_val) > 1e-9:
-            log(f"[search] this dense model's validation accuracy {dense_val:.4f} differs from the "
-                f"study's {stored:.4f}; the constraint uses the study's (pass the same dense_model "
-                "to every process)")
-        dense_val = stored
-        if study.user_attrs.get("method") != method:
-            raise ValueError(
-                f"Invalid value for argument `method`. Study {study_name!r} in {storage_url} searches "
-                f"{study.user_attrs.get('method')!r}. Received: method={method!r}"
-            )
-    stored_trials = len(study.trials)
-    if not study.trials and enqueue:
-        for params in enqueue:
-            study.enqueue_trial(params)
-    _retry_failed(optuna, study, max_retry, log, rdb)
-
-    def objective_fn(trial):
-        storage_lib.claim(trial)  # a rerun on this host retries the trial at once if this process dies
-        params = _suggest(trial, method, layers, per_layer, strength_range, std_ratio_range, sparsity_range)
-        keras.utils.set_random_seed(seed + 1)
-        backup = output / "backups" / _params_key(study_name, params)
-
-        def report(step, accuracy):
-            trial.report(1.0 - accuracy, step)
-            if trial.should_prune():
-                trial.set_user_attr("pruned_at_epoch", step)
-                trial.set_user_attr("pruned_validation_accuracy", accuracy)
-                raise optuna.TrialPruned(f"validation accuracy {accuracy:.4f} at epoch {step}")
-
+    # The package's one line per trial instead of Optuna's ("A new study created", "Best is
+    # trial 0", which need not be the chosen one); Optuna's verbosity is restored after.
+    with _optuna_logging(optuna, verbose):
+        # The storage first: a bad URL or a damaged file is reported before any training.
+        rdb = storage_lib.open_storage(storage_url, heartbeat_interval, grace_period or 2 * heartbeat_interval,
+                                       max_retry)
         try:
-            model, info = objective.train_trial(
-                dense, train_data, val_data, method, _trial_params(params, layers), schedule,
-                evaluate=evaluate, report=report, backup_dir=backup, callbacks=callbacks,
-                build_tf_keras=(lambda: build_model(flavour="tf_keras")) if method == "tfmot-magnitude" else None,
-                log=lambda line: log(f"[trial {trial.number}] {line}"))
-        except ValueError as e:  # e.g. training diverged (NaN kernels): not retried
-            trial.set_user_attr("error", str(e)[:500])
-            _remove_tree(backup)
-            raise
-        except optuna.TrialPruned:  # stopped for good: its backups are of no use
-            _remove_tree(backup)
-            raise
-        path = output / "models" / f"trial-{trial.number}.keras"
-        with atomic.atomic_path(path) as partial:
-            model.save(partial)
-        for key, value in info.items():
-            trial.set_user_attr(key, value)
-        # Feasible when <= 0: the accuracy drop within max_drop points.
-        trial.set_constraint("accuracy_drop", dense_val - max_drop / 100.0 - info["validation_accuracy"])
-        trial.set_user_attr("model_path", str(path))
-        _remove_tree(backup)
-        return float(info[size_metric])
+            # The sampler is created before the study exists; its seed includes the trials already
+            # stored, so a continued study does not draw the same random parameters again.
+            existing = _existing_trials(optuna, rdb, study_name)
+        except sqlalchemy_errors() as error:
+            raise storage_lib.storage_error(storage_url, error) from None
 
-    def after_trial(study_, frozen):
-        log(_progress_line(frozen, dense_val, max_drop, size_metric))
-        write_outputs(study_, output, size_metric, max_drop)
+        dense = _dense(build_model, dense_model, train_data, val_data, schedule, pretrain_epochs, output, seed, log)
+        dense_val = float(evaluate(dense, val_data))
+        layers = objective.kernel_layer_names(dense)
 
-    log(f"[search] {method} on {study_name!r} ({storage_url}): dense validation accuracy "
-        f"{dense_val:.4f}, max drop {max_drop:g} points, size = {size_metric}, "
-        f"{stored_trials} trials stored, running {n_trials} more")
-    study.optimize(objective_fn, n_trials=n_trials, timeout=timeout, callbacks=[after_trial],
-                   catch=(ValueError,))
-    summary = write_outputs(study, output, size_metric, max_drop)
-    return SearchResult(study, summary["trials"], summary["pareto"], summary["chosen"], dense_val, output,
-                        size_metric)
+        # TPE reads each trial's constraint (`trial.set_constraint`, set in the objective).
+        sampler = sampler or optuna.samplers.TPESampler(seed=seed + existing, multivariate=True,
+                                                        n_startup_trials=5)
+        # TFMOT's sparsity ramps up during the first `regularize_epochs`: judge it at the final sparsity only.
+        pruner = pruner or optuna.pruners.ThresholdPruner(
+            upper=1.0 - dense_val + prune_margin / 100.0,
+            n_warmup_steps=schedule.regularize_epochs if method in objective.MAGNITUDE_METHODS else 0)
+        study = optuna.create_study(
+            storage=rdb, study_name=study_name, direction="minimize", sampler=sampler, pruner=pruner,
+            load_if_exists=True)
+        stored = study.user_attrs.get("dense_validation_accuracy")
+        if stored is None:
+            for key, value in {"dense_validation_accuracy": dense_val, "method": method,
+                               "size_metric": size_metric, "max_drop_points": max_drop,
+                               "per_layer": per_layer}.items():
+                study.set_user_attr(key, value)
+        else:
+            if abs(stored - dense_val) > 1e-9:
+                log(f"[search] this dense model's validation accuracy {dense_val:.4f} differs from the "
+                    f"study's {stored:.4f}; the constraint uses the study's (pass the same dense_model "
+                    "to every process)")
+            dense_val = stored
+            if study.user_attrs.get("method") != method:
+                raise ValueError(
+                    f"Invalid value for argument `method`. Study {study_name!r} in {storage_url} searches "
+                    f"{study.user_attrs.get('method')!r}. Received: method={method!r}"
+                )
+        stored_trials = len(study.trials)
+        if not study.trials and enqueue:
+            for params in enqueue:
+                study.enqueue_trial(params)
+        _retry_failed(optuna, study, max_retry, log, rdb)
+
+        def objective_fn(trial):
+            storage_lib.claim(trial)  # a rerun on this host retries the trial at once if this process dies
+            params = _suggest(trial, method, layers, per_layer, strength_range, std_ratio_range, sparsity_range)
+            keras.utils.set_random_seed(seed + 1)
+            backup = output / "backups" / _params_key(study_name, params)
+
+            def report(step, accuracy):
+                trial.report(1.0 - accuracy, step)
+                if trial.should_prune():
+                    trial.set_user_attr("pruned_at_epoch", step)
+                    trial.set_user_attr("pruned_validation_accuracy", accuracy)
+                    raise optuna.TrialPruned(f"validation accuracy {accuracy:.4f} at epoch {step}")
+
+            try:
+                model, info = objective.train_trial(
+                    dense, train_data, val_data, method, _trial_params(params, layers), schedule,
+                    evaluate=evaluate, report=report, backup_dir=backup, callbacks=callbacks,
+                    build_tf_keras=(lambda: build_model(flavour="tf_keras")) if method == "tfmot-magnitude" else None,
+                    log=lambda line: log(f"[trial {trial.number}] {line}"))
+            except ValueError as e:  # e.g. training diverged (NaN kernels): not retried
+                trial.set_user_attr("error", str(e)[:500])
+                _remove_tree(backup)
+                _remove_empty_dir(backup.parent)
+                raise
+            except optuna.TrialPruned:  # stopped for good: its backups are of no use
+                _remove_tree(backup)
+                _remove_empty_dir(backup.parent)
+                raise
+            path = output / "models" / f"trial-{trial.number}.keras"
+            with atomic.atomic_path(path) as partial:
+                model.save(partial)
+            for key, value in info.items():
+                trial.set_user_attr(key, value)
+            # Feasible when <= 0: the accuracy drop within max_drop points.
+            trial.set_constraint("accuracy_drop", dense_val - max_drop / 100.0 - info["validation_accuracy"])
+            trial.set_user_attr("model_path", str(path))
+            _remove_tree(backup)
+            _remove_empty_dir(backup.parent)
+            return float(info[size_metric])
+
+        def after_trial(study_, frozen):
+            log(_progress_line(frozen, dense_val, max_drop, size_metric))
+            write_outputs(study_, output, size_metric, max_drop)
+
+        log(f"[search] {method} on {study_name!r} ({storage_url}): dense validation accuracy "
+            f"{dense_val:.4f}, max drop {max_drop:g} points, size = {size_metric}, "
+            f"{stored_trials} trials stored, running {n_trials} more")
+        study.optimize(objective_fn, n_trials=n_trials, timeout=timeout, callbacks=[after_trial],
+                       catch=(ValueError,))
+        summary = write_outputs(study, output, size_metric, max_drop)
+        _remove_empty_dir(output / "backups")
+        result = SearchResult(study, summary["trials"], summary["pareto"], summary["chosen"], dense_val, output,
+                              size_metric, max_drop=max_drop, method=method, study_name=study_name)
+        log(result.summary())
+        return result
+
+
+@contextlib.contextmanager
+def _optuna_logging(optuna, verbose):
+    """Optuna's logging at warnings (``verbose`` < 2) for the block; its previous verbosity after."""
+    previous = optuna.logging.get_verbosity()
+    if verbose < 2:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
+
+
+def _silent(*args, **kwargs):
+    """`log` for ``verbose=0``."""
+
+
+def _remove_empty_dir(path):
+    """Removes the folder `path` if it exists and holds nothing."""
+    try:
+        pathlib.Path(path).rmdir()
+    except OSError:  # absent, or not empty (a trial's backups kept for its retry)
+        pass
+
+
+def format_summary(trials, pareto, chosen, dense_val, size_metric, max_drop, method=None, study_name=None):
+    """`SearchResult.summary`'s text, from the records `write_outputs` makes."""
+    metric = "MACs" if size_metric == "macs" else "nonzero weights"
+    states = {}
+    for t in trials:
+        states[t["state"].lower()] = states.get(t["state"].lower(), 0) + 1
+    head = f"Search {method or '?'}" + (f" ({study_name!r})" if study_name else "")
+    lines = [f"{head}: {len(trials)} trials ({', '.join(f'{n} {s}' for s, n in sorted(states.items())) or 'none'}); "
+             f"dense validation accuracy {_pct(dense_val)}"
+             + (f", max drop {max_drop:g} points" if max_drop is not None else "")]
+    by_number = {t["number"]: t for t in trials}
+    if pareto:
+        lines.append(f"Pareto front ({metric} / validation accuracy):")
+        lines.append(f"  {'trial':>6} {metric:>16} {'val acc':>8} {'drop':>6}  {'within':<6}  parameters")
+        for number in pareto:
+            t = by_number[number]
+            params = ", ".join(f"{k}={v:.3g}" for k, v in t["params"].items())
+            lines.append(f"  {'#' + str(number):>6} {t['size']:>16,.0f} {_pct(t['validation_accuracy']):>8} "
+                         f"{t['drop_points']:>6.2f}  {'yes' if t['feasible'] else 'no':<6}  {params}")
+    else:
+        lines.append("Pareto front: empty (no completed trial)")
+    if chosen is None:
+        lines.append("Chosen: none; no completed trial is within "
+                     + (f"{max_drop:g} points" if max_drop is not None else "the allowed drop")
+                     + f" of the dense validation accuracy ({_pct(dense_val)}): run more trials or "
+                       "allow a larger max drop")
+    else:
+        params = ", ".join(f"{k}={v:.3g}" for k, v in chosen["params"].items())
+        lines.append(f"Chosen: trial {chosen['number']} ({params}): {chosen['size']:,.0f} {metric}, validation "
+                     f"{_pct(chosen['validation_accuracy'])} (drop {chosen['drop_points']:.2f} points), "
+                     f"model {chosen['model_path']}")
+    return "\n".join(lines)
+
+
+def _pct(value):
+    return "-" if value is None else f"{value:.2%}"
 
 
 def _check_range(value, name, log=True):
@@ -565,40 +662,74 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def dense_size(summary):
+    """The dense model's size in the summary's metric (total weights or dense MACs), or None."""
+    field = "dense_macs" if summary["size_metric"] == "macs" else "total_weights"
+    return next((r[field] for r in summary["trials"] if r.get(field)), None)
+
+
+def draw_pareto(ax, summary, title=None):
+    """Draws the search on `ax`: trials, front, dense and max-drop lines, dense size, chosen trial.
+
+    The axes' limits hold every completed trial, the dense accuracy and the
+    max-drop line (so both horizontal lines are on the axes), and the dense
+    size (a vertical line, at the right).
+    """
+    records = {r["number"]: r for r in summary["trials"]}
+    done = [r for r in records.values() if r["state"] == "COMPLETE" and r["size"] is not None]
+    metric = "MACs" if summary["size_metric"] == "macs" else "nonzero weights"
+    if done:
+        ax.scatter([r["size"] for r in done], [100 * r["validation_accuracy"] for r in done],
+                   s=18, color="0.6", label="trials", zorder=2)
+        front = [records[n] for n in summary["pareto"]]
+        ax.plot([r["size"] for r in front], [100 * r["validation_accuracy"] for r in front],
+                "o-", color="C0", label="Pareto front", zorder=3)
+    dense = summary["dense_validation_accuracy"]
+    max_drop = summary["max_drop_points"]
+    if dense is not None:
+        ax.axhline(100 * dense, color="k", lw=0.8, ls=":", label=f"dense {100 * dense:.2f}%")
+        ax.axhline(100 * dense - max_drop, color="C3", lw=0.8, ls="--",
+                   label=f"max drop {max_drop:g} points")
+    full = dense_size(summary)
+    if full:
+        ax.axvline(full, color="k", lw=0.8, ls="-.", label=f"dense size {full:,.0f}")
+    if summary["chosen"]:
+        c = summary["chosen"]
+        ax.plot([c["size"]], [100 * c["validation_accuracy"]], "*", ms=14, color="C1",
+                label=f"chosen (trial {c['number']})", zorder=4)
+        ax.annotate(f"trial {c['number']}: {c['size']:,.0f}\n{100 * c['validation_accuracy']:.2f}%",
+                    (c["size"], 100 * c["validation_accuracy"]), textcoords="offset points",
+                    xytext=(8, -22), fontsize=8, color="C1")
+    sizes = [r["size"] for r in done] + ([full] if full else [])
+    if sizes and min(sizes) > 0:
+        ax.set_xscale("log")
+        ax.set_xlim(min(sizes) / 1.5, max(sizes) * 1.5)
+    accuracies = [100 * r["validation_accuracy"] for r in done]
+    if dense is not None:
+        accuracies += [100 * dense, 100 * dense - max_drop]
+    if accuracies:
+        top = max(accuracies)
+        # Collapsed trials are left below the axes, never the two lines.
+        low = max(min(accuracies), top - max(5.0, 2 * max_drop))
+        if dense is not None:
+            low = min(low, 100 * dense - max_drop)
+        margin = max(0.1 * (top - low), 0.1)
+        ax.set_ylim(low - margin, top + margin)
+    ax.set_xlabel(metric + (" (log scale)" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title or f"{summary['method']}: {summary['study_name']}")
+    ax.legend(fontsize=8, loc="best")
+
+
 def plot_pareto(summary, path, title=None):
-    """Validation accuracy against size for every completed trial; the front, the constraint, the choice."""
+    """Validation accuracy against size for every completed trial (`draw_pareto`), written to `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = {r["number"]: r for r in summary["trials"]}
-    done = [r for r in records.values() if r["state"] == "COMPLETE"]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    if done:
-        ax.scatter([r["size"] for r in done], [100 * r["validation_accuracy"] for r in done],
-                   s=18, color="0.6", label="trials")
-        front = [records[n] for n in summary["pareto"]]
-        ax.plot([r["size"] for r in front], [100 * r["validation_accuracy"] for r in front],
-                "o-", color="C0", label="Pareto front")
-        ax.set_xscale("log")
-    dense = summary["dense_validation_accuracy"]
-    if dense is not None:
-        ax.axhline(100 * dense, color="k", lw=0.8, ls=":", label="dense")
-        ax.axhline(100 * dense - summary["max_drop_points"], color="C3", lw=0.8, ls="--",
-                   label=f"max drop {summary['max_drop_points']:g}")
-    if summary["chosen"]:
-        c = summary["chosen"]
-        ax.plot([c["size"]], [100 * c["validation_accuracy"]], "*", ms=14, color="C1",
-                label=f"chosen (trial {c['number']})")
-    ax.set_xlabel("MACs" if summary["size_metric"] == "macs" else "nonzero weights")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title(title or f"{summary['method']}: {summary['study_name']}")
-    if done:
-        accuracies = [100 * r["validation_accuracy"] for r in done] + ([100 * dense] if dense else [])
-        top = max(accuracies)
-        ax.set_ylim(max(min(accuracies), top - 5) - 0.2, top + 0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    draw_pareto(ax, summary, title)
     fig.tight_layout()
     with atomic.atomic_path(path) as partial:
         fig.savefig(partial, dpi=110, format=pathlib.Path(path).suffix.lstrip(".") or "png")

@@ -207,7 +207,9 @@ def test_plot_command_line(runs, tmp_path, capsys):
     assert cli.main(["plot", "pareto", *map(str, runs), "--metric", "macs",
                      "--out", str(tmp_path / "p.png")]) == 0
     read_png(tmp_path / "p.png")
-    assert f"wrote {tmp_path / 'p.png'}" in capsys.readouterr().out
+    listed = capsys.readouterr().out.splitlines()[-2:]
+    assert listed[0] == "files written:"
+    assert listed[1].split()[0] == str(tmp_path / "p.png") and listed[1].endswith("test accuracy against macs")
     with pytest.raises(SystemExit):
         cli.main(["plot"])  # a figure must be named
 

@@ -90,7 +90,7 @@ def test_search_command_writes_search_json_and_continues_the_study(tmp_path, mni
     assert [line.split()[1] for line in (first + second).splitlines() if line.startswith("[trial ")] == \
         ["0]", "1]", "2]", "3]"]
     assert "[pretrain] reusing" in second and "2 trials stored, running 2 more" in second
-    assert "search written to" in second
+    assert "files written:" in second and str(tmp_path / "OUT" / "search.json") in second
 
 
 def test_search_parser_takes_the_documented_options():

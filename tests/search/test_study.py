@@ -49,9 +49,10 @@ def dense(tmp_path_factory):
 def _run(tmp_path, n_trials, dense=None, **kwargs):
     kwargs.setdefault("storage", f"sqlite:///{tmp_path / 's.db'}")
     kwargs.setdefault("schedule", SCHEDULE)
+    kwargs.setdefault("log", lambda *a: None)
     return search.run(build_model, blobs(256, 0), blobs(128, 1), method="hs", n_trials=n_trials,
                       output=tmp_path / "out", study_name="t", pretrain_epochs=3, max_drop=2.0,
-                      dense_model=dense, log=lambda *a: None, **kwargs)
+                      dense_model=dense, **kwargs)
 
 
 @pytest.mark.slow
