@@ -478,9 +478,10 @@ def _call(layer, config, weights, name, args, op, new):
         for t, v in zip(op.outputs, outs):
             new[t] = v
         return
+    layer_class = getattr(config, "layer_class", type(layer))  # a cutter may change the class
     config = dict(config)
     config["name"] = name
-    clone = type(layer).from_config(config)
+    clone = layer_class.from_config(config)
     if _called_with_several(op):
         # e.g. attention(query, value): called as recorded, inputs replaced
         replacements = {id(src): arg for src, arg in zip(op.sources, args)}
@@ -522,6 +523,8 @@ def _summary(analysis, plan, gathers, model):
         entry = registry.entry_for(op.layer)
         if op.kind == "reshape":
             why = "a reshape that moves units across the last axis"
+        elif entry is not None and hasattr(entry.cutter, "kept_whole_reason"):
+            why = entry.cutter.kept_whole_reason(op.layer)
         elif entry is not None and entry.kind == "opaque":
             why = f"{op.type} mixes the units of its input (it is registered as opaque)"
         else:
