@@ -313,10 +313,14 @@ def copy_model(model):
             raise ValueError(
                 f"regularize() cannot copy model {model.name!r} of class {cls.__name__}: "
                 f"{cls.__name__}.from_config(model.get_config()) fails ({type(error).__name__}: "
-                f"{error}). Pass copy=False to regularize the model in place."
+                f"{_one_line(error)}). Pass copy=False to regularize the model in place."
             ) from error
     _copy_weights(model, clone)
     return clone
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
 
 
 def _copy_weights(model, clone):
@@ -350,7 +354,7 @@ def _copy_layer(layer):
         raise ValueError(
             f"regularize() cannot copy layer {layer.name!r} of class {type(layer).__name__}: "
             f"{type(layer).__name__}.from_config(layer.get_config()) fails "
-            f"({type(error).__name__}: {error}). Pass copy=False to regularize the model in "
+            f"({type(error).__name__}: {_one_line(error)}). Pass copy=False to regularize the model in "
             "place."
         ) from error
 
