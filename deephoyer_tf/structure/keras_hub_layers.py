@@ -190,9 +190,12 @@ class HeadSizedTransformerDecoder(keras_hub.layers.TransformerDecoder):
     heads (its cross-attention, if any, is kept whole).
     """
 
-    def __init__(self, *args, key_dim=None, **kwargs):
+    def __init__(self, *args, key_dim=None, decoder_sequence_shape=None,
+                 encoder_sequence_shape=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.key_dim = key_dim
+        if decoder_sequence_shape is not None:  # what the parent's constructor does, after key_dim
+            self.build(decoder_sequence_shape, encoder_sequence_shape)
 
     def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
         super().build(decoder_sequence_shape, encoder_sequence_shape)
@@ -489,7 +492,8 @@ def cut_block(block, cut):
     by_path = {_relative(v.path, block.name): values.get(id(v), None) for v in block.weights}
     originals = {_relative(v.path, block.name): v for v in block.weights}
     probe = layer_class.from_config(config)
-    probe.build((None,) + tuple(cut.input_shapes[0]))  # the residual stream (others: masks)
+    if not probe.built:  # (TransformerDecoder builds in its constructor, from its config)
+        probe.build((None,) + tuple(cut.input_shapes[0]))  # the residual stream (others: masks)
     weights = []
     for variable in probe.weights:
         key = _relative(variable.path, probe.name)

@@ -201,6 +201,8 @@ def test_a_lambda_next_to_keras_hub_layers_is_still_refused(tmp_path):
 BACKBONES = {
     "DistilBertBackbone": dict(vocabulary_size=50, num_layers=2, num_heads=4, hidden_dim=16,
                                intermediate_dim=32, max_sequence_length=8),
+    "GPT2Backbone": dict(vocabulary_size=50, num_layers=2, num_heads=4, hidden_dim=16,
+                         intermediate_dim=32, max_sequence_length=8),
     "GemmaBackbone": dict(vocabulary_size=50, num_layers=2, num_query_heads=4,
                           num_key_value_heads=2, hidden_dim=16, intermediate_dim=32, head_dim=4),
     "LlamaBackbone": dict(vocabulary_size=50, num_layers=2, num_query_heads=4,
@@ -208,8 +210,8 @@ BACKBONES = {
     "QwenBackbone": dict(vocabulary_size=50, num_layers=2, num_query_heads=4,
                          num_key_value_heads=2, hidden_dim=16, intermediate_dim=32),
 }
-# query heads per key/value head: 1 for DistilBERT's multi-head attention, 2 for the others
-HEAD_KEYS = {"DistilBertBackbone": ("num_heads", None)}
+# config keys of the query and key/value heads (multi-head attention: one key/value head per query)
+HEAD_KEYS = {"DistilBertBackbone": ("num_heads", None), "GPT2Backbone": ("num_heads", None)}
 
 
 def _blocks(model):
