@@ -47,7 +47,6 @@ import numpy as np
 
 from deephoyer_tf._internal import private_api
 from deephoyer_tf.structure import attention as attention_lib
-from deephoyer_tf.structure import cutters
 from deephoyer_tf.structure import registry
 
 
@@ -586,6 +585,32 @@ _KEPT_WHOLE = (
 )
 
 
+def copy_kept_whole(layer, cut):
+    """`shrink`'s cutter of the keras_hub layers kept whole: a copy, config and weights.
+
+    The config keeps the keys the layer's constructor takes (keras_hub
+    0.32's `ViTPatchingAndEmbedding` adds some it then refuses).
+    """
+    import inspect
+
+    config = block_config(layer)
+    parameters = inspect.signature(type(layer).__init__).parameters
+    accepted = set(parameters) | set(keras.layers.Layer.get_config(layer))
+    config = {key: value for key, value in config.items() if key in accepted}
+    return config, layer.get_weights()
+
+
+def _kept_whole_reason(layer):
+    name = type(layer).__name__
+    if name == "ViTEncoder":
+        return ("ViTEncoder holds all of ViT's blocks in one layer, whose config gives them one "
+                "number of heads and one MLP width: kept whole")
+    return f"{name}, a keras_hub layer that mixes (or embeds into) every unit of the residual stream"
+
+
+copy_kept_whole.kept_whole_reason = _kept_whole_reason
+
+
 def _register():
     for path, (spec_args, sized) in _BLOCKS.items():
         cls = _find(path)
@@ -603,7 +628,7 @@ def _register():
     for path in _KEPT_WHOLE:
         cls = _find(path)
         if cls is not None:
-            registry.register_layer(cls, kind="opaque", cutter=cutters.copy_layer)
+            registry.register_layer(cls, kind="opaque", cutter=copy_kept_whole)
 
 
 _register()

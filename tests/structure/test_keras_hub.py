@@ -270,6 +270,9 @@ def test_regularized_backbones_keep_their_class_and_serve_their_task_model(tmp_p
     assert len(reg.losses) == 2 * 6 + 1
     images = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
     np.testing.assert_allclose(reg.predict(images, verbose=0), vit.predict(images, verbose=0), atol=1e-6)
+    small = deephoyer_tf.shrink(vit)  # ViT's encoder is one layer: kept whole, and said so
+    np.testing.assert_allclose(small.predict(images, verbose=0), vit.predict(images, verbose=0), atol=1e-6)
+    assert small.shrink_summary.kept_whole["vit_encoder"].startswith("ViTEncoder holds all of ViT's blocks")
 
     bert = keras_hub.models.DistilBertBackbone(**BACKBONES["DistilBertBackbone"])
     reg = deephoyer_tf.regularize(bert, deephoyer_tf.HoyerSquare(1e-3))
