@@ -249,11 +249,18 @@ def _regularize_nested(clone, chooser, types, links):
     not saved with the model. Group regularizers group each one's own units
     (attention: per head).
     """
+    grouped = _block_groups(clone, chooser)
     for layer in registry.nested_kernel_layers(clone):
         if registry.layer_type(layer) not in types:
             continue
         regularizer = _choose(chooser, layer)
         if regularizer is None:
+            continue
+        own = [grouped[id(v)] for _, v in registry.kernels(layer) if id(v) in grouped]
+        if own:
+            for penalty, (_, variable) in zip(own, registry.kernels(layer)):
+                if penalty is not None:
+                    private_api.attach_regularizer(registry.unwrap(layer), variable, penalty)
             continue
         if attention.is_attention(layer):
             if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
@@ -269,6 +276,36 @@ def _regularize_nested(clone, chooser, types, links):
             if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
                 adapted = _group_adapted(layer, spec, regularizer, _GroupPlan(), links)
             private_api.attach_regularizer(registry.unwrap(layer), variable, adapted)
+
+
+def _block_groups(model, chooser):
+    """``{id(kernel variable): penalty or None}`` for keras_hub blocks under one group regularizer.
+
+    A block's heads (query and output projections per query head, key and
+    value per key/value head: `HeadGroups`) and feed-forward units (writers'
+    columns and the reader's rows: `UnitGroups` on the first writer) are the
+    groups `shrink` removes. None: the kernel is counted in another's group.
+    """
+    if not isinstance(chooser, (GroupHoyerSquare, GroupLasso)) or chooser.groups == "blocks":
+        return {}
+    found = {}
+    for layer in flavours.flat_layers(model):
+        entry = registry.entry_for(layer)
+        group_kernels = getattr(getattr(entry, "cutter", None), "group_kernels", None)
+        if group_kernels is None:
+            continue
+        heads, units = group_kernels(layer)
+        for kernels, count in heads:
+            penalty = HeadGroups.from_group_regularizer(chooser, count)
+            penalty.link(kernels)
+            for variable, _ in kernels:
+                found[id(variable)] = penalty
+        penalty = UnitGroups.from_group_regularizer(chooser, (), axis=units[0][1])
+        penalty.link(units[1:])
+        found[id(units[0][0])] = penalty
+        for variable, _ in units[1:]:
+            found[id(variable)] = None
+    return found
 
 
 # --- copying a model ------------------------------------------------------------------

@@ -408,6 +408,30 @@ def block_liveness(block, spec=None) -> BlockLiveness:
     )
 
 
+def group_kernels(block):
+    """The kernel groups of `block` that `shrink` removes, for group regularizers.
+
+    Returns:
+        ``(heads, units)``: `heads` a list of ``([(variable, head axis)],
+        number of heads)``, one for the query and output projections (per
+        query head) and one for the key and value projections (per key/value
+        head), empty for a block whose attention is a `MultiHeadAttention`
+        (grouped by head as such); `units` ``[(variable, unit axis)]``, the
+        feed-forward writers' columns then the reader's rows.
+    """
+    spec = spec_for(block)
+    heads = []
+    if spec.projections is not None:
+        p = _projections(block, spec)
+        axes = {role: _head_letter_axes(layer, role)[0] for role, layer in p.items()}
+        for roles in (("query", "output"), ("key", "value")):
+            count = int(p[roles[0]].kernel.shape[axes[roles[0]]])
+            heads.append(([(p[r].kernel, axes[r]) for r in roles], count))
+    units = [(_attr(block, a).kernel, -1) for a in spec.writers]
+    units.append((_attr(block, spec.reader).kernel, 0))
+    return heads, units
+
+
 # --- cutting --------------------------------------------------------------------------
 
 
@@ -516,6 +540,7 @@ def describe_block(block):
 
 
 cut_block.kept_whole_reason = describe_block
+cut_block.group_kernels = group_kernels
 
 
 # --- registration -----------------------------------------------------------------------

@@ -284,3 +284,34 @@ def test_regularized_backbones_keep_their_class_and_serve_their_task_model(tmp_p
     path = tmp_path / "bert.keras"
     bert.save(path)
     assert type(deephoyer_tf.load_model(path)) is keras_hub.models.DistilBertBackbone
+
+
+def _group_hs(rows):
+    norms = np.sqrt((np.asarray(rows, np.float64) ** 2).sum(axis=1))
+    return norms.sum() ** 2 / (norms ** 2).sum()
+
+
+def _rows(kernel, axis):
+    kernel = np.moveaxis(np.asarray(kernel), axis, 0)
+    return kernel.reshape(kernel.shape[0], -1)
+
+
+def test_group_regularizer_groups_a_gqa_block_by_what_shrink_removes():
+    model = _randomized(keras_hub.models.GemmaBackbone(**BACKBONES["GemmaBackbone"] | {"num_layers": 1}))
+    strength = 1e-3
+    reg = deephoyer_tf.regularize(model, deephoyer_tf.GroupHoyerSquare(strength), strict=True)
+    block = _blocks(reg)[0]
+    p = keras_hub_layers._projections(block, keras_hub_layers.spec_for(block))
+    axes = {role: keras_hub_layers._head_letter_axes(layer, role)[0] for role, layer in p.items()}
+    q, k, v, o = (p[r].kernel for r in ("query", "key", "value", "output"))
+    assert q.regularizer is o.regularizer and q.regularizer.num_heads == 4  # per query head
+    assert k.regularizer is v.regularizer and k.regularizer.num_heads == 2  # per key/value head
+    expected_q = strength * _group_hs(np.concatenate([_rows(q.numpy(), axes["query"]), _rows(o.numpy(), axes["output"])], 1))
+    expected_k = strength * _group_hs(np.concatenate([_rows(k.numpy(), axes["key"]), _rows(v.numpy(), axes["value"])], 1))
+    assert float(q.regularizer(q)) == pytest.approx(expected_q, rel=1e-5)
+    assert float(o.regularizer(o)) == 0.0  # counted once, on the query
+    assert float(k.regularizer(k)) == pytest.approx(expected_k, rel=1e-5)
+    gate, up, down = block.gating_ffw.kernel, block.gating_ffw_2.kernel, block.ffw_linear.kernel
+    assert up.regularizer is None and down.regularizer is None  # in the gate's unit groups
+    rows = np.concatenate([_rows(gate.numpy(), -1), _rows(up.numpy(), -1), _rows(down.numpy(), 0)], 1)
+    assert float(gate.regularizer(gate)) == pytest.approx(strength * _group_hs(rows), rel=1e-5)
