@@ -9,8 +9,8 @@ imports; either runs code chosen by whoever wrote the file. Keras 3's
 1. reads the stored config itself (``config.json`` of a `.keras` zip, the
    ``model_config`` attribute of an `.h5` file) and refuses, before any
    Keras loader runs, a `Lambda` layer, a serialized Python function or
-   lambda, a reference to a module outside Keras, tf_keras, TFMOT and
-   deephoyer_tf, a Python builtin, or a TensorFlow op that reads or writes
+   lambda, a reference to a module outside Keras, tf_keras, TFMOT,
+   keras_hub and deephoyer_tf, a Python builtin, or a TensorFlow op that reads or writes
    files or runs Python (``TFOpLambda``);
 2. loads with Keras 3 and ``safe_mode=True``;
 3. only if Keras 3 cannot read the file (a tf_keras model), loads it with
@@ -33,7 +33,9 @@ import zipfile
 # Module prefixes a stored config may name: the loaders import or look up
 # classes there. Anything else (``__main__``, ``os``, a user's module) would
 # be imported by tf_keras' `.keras` loader.
-_SAFE_MODULES = ("keras", "tf_keras", "tensorflow_model_optimization", "deephoyer_tf")
+# keras_hub's layers and models (backbones, task models) are configs and weights like
+# Keras' own; a saved keras_hub model names them by their module.
+_SAFE_MODULES = ("keras", "tf_keras", "tensorflow_model_optimization", "deephoyer_tf", "keras_hub")
 
 # Layer classes that are serialized code.
 _CODE_LAYERS = ("Lambda", "__lambda__")
@@ -123,7 +125,7 @@ def check_config(config, path="<config>"):
                     raise _refusal(path, layer, f"a reference to the Python builtin {class_name!r}")
             elif not _is_safe_module(module):
                 raise _refusal(path, layer, f"a reference to the module {module!r} ({class_name!r}), "
-                               f"outside Keras, tf_keras, TFMOT and deephoyer_tf")
+                               f"outside Keras, tf_keras, TFMOT, keras_hub and deephoyer_tf")
         for key, value in node.items():
             if key != "module":
                 walk(value, layer)
@@ -154,6 +156,14 @@ def _stored_config(path):
     return None
 
 
+def _register_keras_hub_blocks():
+    """Makes the classes `shrink` gives keras_hub blocks (``deephoyer_tf>HeadSized...``) known."""
+    try:
+        import deephoyer_tf.structure.keras_hub_layers  # noqa: F401 (registers them)
+    except ImportError:  # keras_hub not installed: Keras names the class it cannot find
+        pass
+
+
 def _is_safe_mode_refusal(error):
     text = str(error)
     return "safe_mode" in text or "safe mode" in text
@@ -167,7 +177,7 @@ def load_model(path, *, safe_mode=True, compile=True, custom_objects=None):  # n
             ``safe_mode=False``).
         safe_mode: True (default): refuse a file that holds code (a `Lambda`
             layer, a serialized function, a module outside Keras, tf_keras,
-            TFMOT and deephoyer_tf), before any of it runs. False: load
+            TFMOT, keras_hub and deephoyer_tf), before any of it runs. False: load
             anything; the file can then run any code with your rights.
         compile: passed to Keras' ``load_model``.
         custom_objects: passed to Keras' ``load_model``.
@@ -201,6 +211,8 @@ def load_model(path, *, safe_mode=True, compile=True, custom_objects=None):  # n
 
     import keras
 
+    if config is not None and "keras_hub" in json.dumps(config):
+        _register_keras_hub_blocks()
     try:
         model = keras.models.load_model(path, compile=compile, custom_objects=custom_objects,
                                         safe_mode=safe_mode)

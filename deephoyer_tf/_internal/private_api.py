@@ -465,6 +465,27 @@ def attach_regularizer(layer, variable, regularizer):
     layer.add_loss(functools.partial(regularizer, variable))
 
 
+def replace_sublayer(layer, attribute, new):
+    """Keras 3: ``layer.<attribute> = new``, the sublayer it held no longer tracked.
+
+    Keras keeps every sublayer ever assigned (and its weights) in the layer's
+    tracker, and locks the tracker once the layer is built; the old sublayer
+    is untracked and the lock restored.
+    """
+    tracker = getattr(layer, "_tracker", None)
+    old = getattr(layer, attribute, None)
+    locked = bool(getattr(tracker, "locked", False))
+    if tracker is not None:
+        tracker.locked = False
+        if old is not None:
+            tracker.untrack(old)
+    try:
+        setattr(layer, attribute, new)
+    finally:
+        if tracker is not None:
+            tracker.locked = locked
+
+
 def keras_operation_class():
     """Keras 3's base `Operation` (``keras.src.ops.operation``): what ``x[:, 0]``,
     ``ops.transpose(x)`` and other functional-model operations are."""

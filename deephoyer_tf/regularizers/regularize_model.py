@@ -42,11 +42,19 @@ def regularize(
     bias_regularizer: RegularizerLike | None = None,
     layer_types: Sequence[str] | str | None = None,
     strict: bool = False,
+    copy: bool = True,
 ) -> ModelLike:
-    """Returns a copy of `model` whose kernels carry `regularizer`.
+    """Returns a copy of `model` whose kernels carry `regularizer` (or `model`, ``copy=False``).
 
-    The copy has the same architecture and weights (so the same outputs); the
-    original is untouched. The paper starts from a trained dense model; this is
+    The copy has the same class, architecture and weights (so the same
+    outputs); the original is untouched. It is made by the model's own
+    mechanism (`copy_model`): a functional or Sequential model layer by layer
+    (each layer by its ``from_config``; `Lambda` layers keep their function),
+    any other class (a keras_hub `Backbone`) by ``cls.from_config`` of its
+    config, so a regularized backbone is still that backbone, which its task
+    models accept (``DistilBertTextClassifier(backbone=regularized, ...)``).
+    The regularizers are then attached to the copy's existing kernels: no
+    layer is rebuilt. The paper starts from a trained dense model; this is
     how to do that::
 
         dense = keras.models.load_model("dense.keras")
@@ -104,17 +112,25 @@ def regularize(
             `deephoyer_tf.supported_layer_types()` may be listed.
         strict: raise a `ValueError` instead of warning when the model has
             kernels in layers deephoyer_tf does not handle.
+        copy: True (default): regularize a copy. False: attach the
+            regularizers to `model` itself and return it (for a model whose
+            config does not round-trip; a compiled model must then be
+            compiled again for its losses to be traced anew).
 
     Returns:
-        A new, uncompiled model.
+        A new, uncompiled model (``copy=False``: `model`).
 
     Raises:
         TypeError: `model` is not a Keras model, or `regularizer` is not one.
         ValueError: `model` is subclassed or not built, or `layer_types` names
-            an unsupported type, or (``strict=True``) it has unhandled kernels.
+            an unsupported type, or `regularizer` is a dict with names of no
+            selected layer (the message lists the known names), or
+            (``strict=True``) it has unhandled kernels, or the copy cannot be
+            made (the message names the layer and suggests ``copy=False``).
     """
     flavours.check_model(model)
     validation.check_bool(strict, "strict")
+    validation.check_bool(copy, "copy")
     if isinstance(regularizer, collections.abc.Mapping):
         chooser = dict(regularizer)
         bad = [v for v in chooser.values() if v is not None and not _is_regularizer(v)]
@@ -136,24 +152,94 @@ def regularize(
     if layer_types is None and _has_group_regularizer(chooser):
         # Group penalties also fit depthwise and separable kernels, channel by channel.
         types = types + tuple(t for t in CHANNEL_GROUP_TYPES if t not in types)
-    if flavours.is_graph_model(model) and model.built:
-        registry.check_unhandled(model, strict, "regularize()")
+    _check_graph_model(model)
+    if isinstance(chooser, dict):
+        from deephoyer_tf.sparsity import kernels as kernels_lib
+
+        kernels_lib.check_layer_dict(chooser, kernels_lib.model_kernels(model, types), types,
+                                     "regularizer")
+    registry.check_unhandled(model, strict, "regularize()")
     plan = _GroupPlan()
-    if _has_group_regularizer(chooser) and flavours.is_graph_model(model) and model.built:
+    if _has_group_regularizer(chooser):
         layers = flavours.flat_layers(model)
         if any(_depthwise_spec(layer) for layer in layers):
             plan.channel_readers = _channel_readers(model)
         if any(attention.is_attention(layer) for layer in layers):
             plan.unit_readers = _unit_readers(model)
             plan.covered = {r for names in plan.unit_readers.values() for r in names}
+    target = copy_model(model) if copy else model
     links = []
-    clone = _clone_with_regularizers(model, chooser, bias_regularizer, types, plan, links)
-    _regularize_nested(clone, chooser, types, links)
-    layers = {layer.name: layer for layer in flavours.flat_layers(clone)}
+    _regularize_top(target, chooser, bias_regularizer, types, plan, links)
+    _regularize_nested(target, chooser, types, links)
+    layers = {layer.name: layer for layer in flavours.flat_layers(target)}
     for coupled, resolve in links:
         coupled.link(resolve(layers))
-    strength_variables(clone)  # on JAX: the strengths become model state (a no-op elsewhere)
-    return clone
+    strength_variables(target)  # on JAX: the strengths become model state (a no-op elsewhere)
+    return target
+
+
+def _check_graph_model(model):
+    if not flavours.is_graph_model(model):
+        raise ValueError(
+            f"regularize() cannot copy model {model.name!r} of type "
+            f"{type(model).__name__}: it is a subclassed model, whose layer "
+            "graph is not known. Pass the regularizer when you create its "
+            "layers instead, e.g. Dense(..., kernel_regularizer="
+            "deephoyer_tf.HoyerSquare(1e-4))."
+        )
+    if not model.built:
+        raise ValueError(
+            f"regularize() needs a built model; model {model.name!r} is not "
+            "built. Give it an Input (or call it on data) first."
+        )
+
+
+def _choose(chooser, layer):
+    return chooser.get(layer.name) if isinstance(chooser, dict) else chooser
+
+
+def _attach(layer, variable, regularizer, attribute):
+    """`regularizer` on built `variable` of `layer`, and in `layer`'s config (its `attribute`)."""
+    private_api.attach_regularizer(layer, variable, regularizer)
+    if attribute is not None:
+        setattr(layer, attribute, regularizer)
+
+
+def _regularize_top(model, chooser, bias_regularizer, types, plan, links):
+    """The layers of `model` (nested models expanded) whose type is selected.
+
+    The regularizer goes on their built kernels and into their config
+    attribute (``kernel_regularizer``...), so that it is saved with the model.
+    """
+    for wrapped in flavours.flat_layers(model):
+        if registry.layer_type(wrapped) not in types:
+            continue
+        regularizer = _choose(chooser, wrapped)
+        if regularizer is None:
+            continue
+        layer = registry.unwrap(wrapped)
+        if attention.is_attention(layer):
+            if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
+                regularizer = _group_adapted(layer, None, regularizer, plan, links)
+            for sub in attention.attention_projections(layer).values():
+                _attach(sub, sub.kernel, regularizer, None)
+                if bias_regularizer is not None and getattr(sub, "bias", None) is not None:
+                    _attach(sub, sub.bias, bias_regularizer, None)
+            # what MultiHeadAttention hands its projections (and saves)
+            layer._kernel_regularizer = regularizer
+            if bias_regularizer is not None:
+                layer._bias_regularizer = bias_regularizer
+            continue
+        for spec, variable in registry.kernels(layer):
+            adapted = regularizer
+            if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
+                adapted = _group_adapted(layer, spec, regularizer, plan, links)
+                if adapted is None:
+                    continue
+            _attach(layer, variable, adapted, spec.regularizer_attribute)
+        if bias_regularizer is not None and getattr(layer, "bias", None) is not None:
+            _attach(layer, layer.bias, bias_regularizer,
+                    "bias_regularizer" if hasattr(layer, "bias_regularizer") else None)
 
 
 def _regularize_nested(clone, chooser, types, links):
@@ -164,11 +250,18 @@ def _regularize_nested(clone, chooser, types, links):
     not saved with the model. Group regularizers group each one's own units
     (attention: per head).
     """
+    grouped = _block_groups(clone, chooser)
     for layer in registry.nested_kernel_layers(clone):
         if registry.layer_type(layer) not in types:
             continue
-        regularizer = chooser.get(layer.name) if isinstance(chooser, dict) else chooser
+        regularizer = _choose(chooser, layer)
         if regularizer is None:
+            continue
+        own = [grouped[id(v)] for _, v in registry.kernels(layer) if id(v) in grouped]
+        if own:
+            for penalty, (_, variable) in zip(own, registry.kernels(layer)):
+                if penalty is not None:
+                    private_api.attach_regularizer(registry.unwrap(layer), variable, penalty)
             continue
         if attention.is_attention(layer):
             if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
@@ -184,6 +277,124 @@ def _regularize_nested(clone, chooser, types, links):
             if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
                 adapted = _group_adapted(layer, spec, regularizer, _GroupPlan(), links)
             private_api.attach_regularizer(registry.unwrap(layer), variable, adapted)
+
+
+def _block_groups(model, chooser):
+    """``{id(kernel variable): penalty or None}`` for keras_hub blocks under one group regularizer.
+
+    A block's heads (query and output projections per query head, key and
+    value per key/value head: `HeadGroups`) and feed-forward units (writers'
+    columns and the reader's rows: `UnitGroups` on the first writer) are the
+    groups `shrink` removes. None: the kernel is counted in another's group.
+    """
+    if not isinstance(chooser, (GroupHoyerSquare, GroupLasso)) or chooser.groups == "blocks":
+        return {}
+    found = {}
+    for layer in flavours.flat_layers(model):
+        entry = registry.entry_for(layer)
+        group_kernels = getattr(getattr(entry, "cutter", None), "group_kernels", None)
+        if group_kernels is None:
+            continue
+        heads, units = group_kernels(layer)
+        for kernels, count in heads:
+            penalty = HeadGroups.from_group_regularizer(chooser, count)
+            penalty.link(kernels)
+            for variable, _ in kernels:
+                found[id(variable)] = penalty
+        penalty = UnitGroups.from_group_regularizer(chooser, (), axis=units[0][1])
+        penalty.link(units[1:])
+        found[id(units[0][0])] = penalty
+        for variable, _ in units[1:]:
+            found[id(variable)] = None
+    return found
+
+
+# --- copying a model ------------------------------------------------------------------
+
+
+def _plain_model_classes(module):
+    """The classes of plain functional and Sequential models of `module` (keras or tf_keras)."""
+    classes = {module.Model, module.Sequential}
+    try:
+        if module.__name__ == "keras":
+            from keras.src.models.functional import Functional
+        else:
+            from tf_keras.src.engine.functional import Functional
+        classes.add(Functional)
+    except ImportError:  # pragma: no cover (private path moved)
+        pass
+    return classes
+
+
+def copy_model(model):
+    """A copy of graph model `model`, same class, same weights, its own variables.
+
+    A plain functional or Sequential model is copied layer by layer
+    (`keras.models.clone_model`), each layer by its own ``from_config``
+    (nested models recursively; a `Lambda` layer keeps its Python function,
+    which is never serialized). A model of its own class (a keras_hub
+    `Backbone`...) is copied by that class: ``cls.from_config(get_config())``,
+    so the copy is still a `Backbone` its task models accept.
+
+    Raises:
+        ValueError: the copy cannot be made (a layer or model whose config does
+            not round-trip); the message names it and suggests ``copy=False``.
+    """
+    module = flavours.keras_module(model)
+    cls = type(model)
+    if cls in _plain_model_classes(module):
+        clone = module.models.clone_model(model, clone_function=_copy_layer)
+    else:
+        try:
+            clone = cls.from_config(model.get_config())
+        except Exception as error:  # noqa: BLE001 - any failure of the model's own config
+            raise ValueError(
+                f"regularize() cannot copy model {model.name!r} of class {cls.__name__}: "
+                f"{cls.__name__}.from_config(model.get_config()) fails ({type(error).__name__}: "
+                f"{_one_line(error)}). Pass copy=False to regularize the model in place."
+            ) from error
+    _copy_weights(model, clone)
+    return clone
+
+
+def _one_line(error):
+    return " ".join(str(error).split())
+
+
+def _copy_weights(model, clone):
+    weights = model.get_weights()
+    shapes = [tuple(w.shape) for w in clone.weights]
+    if shapes != [tuple(w.shape) for w in weights]:
+        raise ValueError(
+            f"regularize() cannot copy model {model.name!r} of class {type(model).__name__}: "
+            "the copy made from its config has other weights than the model "
+            f"({len(shapes)} vs {len(weights)}). Pass copy=False to regularize the model in place."
+        )
+    clone.set_weights(weights)
+
+
+def _copy_layer(layer):
+    """A new layer like `layer` (clone_model's clone function); nested models by `copy_model`."""
+    if flavours.is_model(layer):
+        return copy_model(layer)
+    if type(layer).__name__ == "Lambda" and callable(getattr(layer, "function", None)):
+        # its function is live Python: handed over as it is, not through (unsafe) bytecode
+        return type(layer)(
+            layer.function,
+            output_shape=getattr(layer, "_output_shape", None),
+            mask=getattr(layer, "mask", None),
+            arguments=dict(getattr(layer, "arguments", None) or {}),
+            name=layer.name,
+        )
+    try:
+        return type(layer).from_config(layer.get_config())
+    except Exception as error:  # noqa: BLE001 - any failure of the layer's own config
+        raise ValueError(
+            f"regularize() cannot copy layer {layer.name!r} of class {type(layer).__name__}: "
+            f"{type(layer).__name__}.from_config(layer.get_config()) fails "
+            f"({type(error).__name__}: {_one_line(error)}). Pass copy=False to regularize the model in "
+            "place."
+        ) from error
 
 
 class _GroupPlan:
@@ -311,22 +522,6 @@ def _channel_readers(model):
     return found
 
 
-def _attention_copy(layer, regularizer, bias_regularizer, plan, links):
-    """A copy of `MultiHeadAttention` `layer` whose projections carry `regularizer`.
-
-    The layer hands one kernel regularizer to all its projections when it
-    builds them, which tf_keras does in `from_config`: so the regularizer goes
-    into the config.
-    """
-    if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
-        regularizer = _group_adapted(layer, None, regularizer, plan, links)
-    config = layer.get_config()
-    config["kernel_regularizer"] = regularizer
-    if bias_regularizer is not None:
-        config["bias_regularizer"] = bias_regularizer
-    return type(layer).from_config(config)
-
-
 def _group_adapted(layer, spec, regularizer, plan, links):
     """The group regularizer for one kernel of `layer`, or None to leave it unregularized."""
     name = layer.name
@@ -363,46 +558,3 @@ def _group_adapted(layer, spec, regularizer, plan, links):
         # a grouped convolution: an input unit's group is its slice in its own group
         adapted = adapted.with_conv_groups(groups)
     return adapted
-
-
-def _clone_with_regularizers(model, chooser, bias_regularizer, types, plan, links):
-    if not flavours.is_graph_model(model):
-        raise ValueError(
-            f"regularize() cannot copy model {model.name!r} of type "
-            f"{type(model).__name__}: it is a subclassed model, whose layer "
-            "graph is not known. Pass the regularizer when you create its "
-            "layers instead, e.g. Dense(..., kernel_regularizer="
-            "deephoyer_tf.HoyerSquare(1e-4))."
-        )
-    if not model.built:
-        raise ValueError(
-            f"regularize() needs a built model; model {model.name!r} is not "
-            "built. Give it an Input (or call it on data) first."
-        )
-    module = flavours.keras_module(model)
-
-    def clone_layer(layer):
-        if isinstance(layer, module.Model):
-            return _clone_with_regularizers(layer, chooser, bias_regularizer, types, plan, links)
-        regularizer = None
-        if registry.layer_type(layer) in types:
-            regularizer = chooser.get(layer.name) if isinstance(chooser, dict) else chooser
-        if regularizer is None:
-            return type(layer).from_config(layer.get_config())
-        if attention.is_attention(layer):
-            return _attention_copy(layer, regularizer, bias_regularizer, plan, links)
-        new = type(layer).from_config(layer.get_config())
-        for spec in registry.kernel_specs(layer):
-            adapted = regularizer
-            if isinstance(regularizer, (GroupHoyerSquare, GroupLasso)):
-                adapted = _group_adapted(layer, spec, regularizer, plan, links)
-                if adapted is None:
-                    continue
-            setattr(new, spec.regularizer_attribute, adapted)
-        if bias_regularizer is not None and hasattr(new, "bias_regularizer"):
-            new.bias_regularizer = bias_regularizer
-        return new
-
-    clone = module.models.clone_model(model, clone_function=clone_layer)
-    clone.set_weights(model.get_weights())
-    return clone

@@ -49,6 +49,26 @@ class KernelRef:
         return None
 
 
+def check_layer_dict(value, refs, types, argument):
+    """Raises a ValueError naming the keys of per-layer dict `value` that match no layer of `refs`.
+
+    Args:
+        value: a dict keyed by layer names.
+        refs: the `KernelRef`s of the model (`model_kernels(model, types)`).
+        types: the layer types selected (for the message).
+        argument: the argument's name (for the message).
+    """
+    known = set().union(*(ref.names() for ref in refs)) if refs else set()
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(
+            f"Invalid value for argument `{argument}`. Expected a dict keyed "
+            f"by names of layers of types {list(types)} in the model: "
+            f"{sorted({ref.layer.name for ref in refs})}. Received unknown "
+            f"names: {unknown}"
+        )
+
+
 def model_kernels(model, types):
     """The `KernelRef`s of the kernels of `types` in `model`, in layer order.
 

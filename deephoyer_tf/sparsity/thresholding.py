@@ -158,15 +158,7 @@ def _plan(model, std_ratio, threshold, biases, layer_types):
         if bias is not None:
             _check_finite(ref.layer, bias, "bias")
     if isinstance(value, dict):
-        known = set().union(*(ref.names() for ref in refs)) if refs else set()
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise ValueError(
-                f"Invalid value for argument `{rule}`. Expected a dict keyed "
-                f"by names of layers of types {list(types)} in the model: "
-                f"{sorted({ref.layer.name for ref in refs})}. Received unknown "
-                f"names: {unknown}"
-            )
+        kernels_lib.check_layer_dict(value, refs, types, rule)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the report after pruning warns
         sparsity_report(model)

@@ -339,6 +339,7 @@ def entry_for(layer_or_class) -> Optional[LayerEntry]:
         instance = unwrap(layer_or_class)
         cls = type(instance)
     flavours.is_tf_keras(cls)  # completes the tf_keras registrations if needed
+    _keras_hub_entries(cls)
     for c in cls.__mro__:
         entry = _ENTRIES.get(c)
         if entry is not None:
@@ -346,6 +347,19 @@ def entry_for(layer_or_class) -> Optional[LayerEntry]:
                 return None
             return entry
     return None
+
+
+_KERAS_HUB = {"registered": False}
+
+
+def _keras_hub_entries(cls):
+    """On first sight of a keras_hub layer: registers keras_hub's blocks (`keras_hub_layers`)."""
+    if _KERAS_HUB["registered"]:
+        return
+    if not any((getattr(c, "__module__", "") or "").startswith("keras_hub") for c in cls.__mro__):
+        return
+    _KERAS_HUB["registered"] = True
+    from deephoyer_tf.structure import keras_hub_layers  # noqa: F401 (registers them)
 
 
 def registered_entries() -> Tuple[LayerEntry, ...]:

@@ -552,6 +552,7 @@ def _call(layer, config, weights, name, args, op, new, clones=None):
     if reused:
         clone = clones[id(layer)]
     else:
+        layer_class = getattr(config, "layer_class", type(layer))  # a cutter may change the class
         config = dict(config)
         config["name"] = name
         # The weights are set right after the build: no random initialization
@@ -559,7 +560,7 @@ def _call(layer, config, weights, name, args, op, new, clones=None):
         # put back after, so the clone's config is the original's.
         fast = [k for k, v in config.items() if weights and _initializer_key(layer, k, v)]
         try:
-            clone = type(layer).from_config({**config, **{k: "zeros" for k in fast}})
+            clone = layer_class.from_config({**config, **{k: "zeros" for k in fast}})
         except Exception as error:  # a config that does not round-trip
             raise _unsupported(
                 op, f": it cannot be copied (from_config raised {type(error).__name__}: {error})"
@@ -636,6 +637,8 @@ def _summary(analysis, plan, gathers, model, whole_reasons):
             )
         elif op.kind == "reshape":
             why = "a reshape that moves units across the last axis"
+        elif entry is not None and hasattr(entry.cutter, "kept_whole_reason"):
+            why = entry.cutter.kept_whole_reason(op.layer)
         elif entry is not None and entry.kind == "opaque":
             why = f"{op.type} mixes the units of its input (it is registered as opaque)"
         else:

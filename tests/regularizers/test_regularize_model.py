@@ -145,3 +145,85 @@ def test_bad_arguments():
     unbuilt = keras.Sequential([keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="regularize\\(\\) needs a built model"):
         regularize(unbuilt, HoyerSquare(1e-3))
+
+
+def test_unknown_names_in_the_dict_are_named_with_the_known_ones():
+    model = _sequential(keras)
+    with pytest.raises(ValueError, match=r"Invalid value for argument `regularizer`\. Expected a dict keyed by names of layers of types \[.*\] in the model: \['h', 'out'\]\. Received unknown names: \['fc_typo'\]"):
+        regularize(model, {"fc_typo": HoyerSquare(1e-4), "h": HoyerSquare(1e-4)})
+
+
+@pytest.mark.parametrize("module", MODULES, ids=IDS)
+def test_a_lambda_layer_is_copied_with_its_function(module):
+    inputs = module.Input((4,))
+    x = module.layers.Lambda(lambda t: t * 2.0 + 1.0, name="affine")(inputs)
+    original = module.Model(inputs, module.layers.Dense(3, name="fc")(x))
+    reg = HoyerSquare(1e-3)
+    model = regularize(original, reg)
+    x = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_allclose(model(x), original(x), atol=1e-6)
+    assert model.get_layer("affine") is not original.get_layer("affine")
+    assert [float(v) for v in model.losses] == pytest.approx([float(reg(model.get_layer("fc").kernel))])
+    assert len(original.losses) == 0
+
+
+@pytest.mark.parametrize("module", MODULES, ids=IDS)
+def test_copy_false_regularizes_the_model_itself(module):
+    model = _functional(module)
+    kernels_before = [id(w) for w in model.weights]
+    reg = HoyerSquare(1e-3)
+    same = regularize(model, reg, copy=False)
+    assert same is model
+    assert [id(w) for w in model.weights] == kernels_before  # nothing rebuilt
+    kernels = [model.get_layer(n).kernel for n in ("conv_a", "fc1", "fc2")]
+    assert sum(float(v) for v in model.losses) == pytest.approx(sum(float(reg(k)) for k in kernels), rel=1e-6)
+    assert model.get_layer("fc1").kernel_regularizer is reg  # in the config: saved with the model
+
+
+class _NoRoundTrip(keras.layers.Layer):
+    """A layer whose config lacks a constructor argument (from_config fails)."""
+
+    def __init__(self, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = scale
+
+    def call(self, x):
+        return x * self.scale
+
+    def get_config(self):
+        return {"name": self.name}  # `scale` left out
+
+
+def test_a_layer_that_cannot_be_copied_is_named_and_copy_false_suggested():
+    inputs = keras.Input((3,))
+    x = _NoRoundTrip(2.0, name="scaler")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(x))
+    with pytest.raises(ValueError, match=r"regularize\(\) cannot copy layer 'scaler' of class _NoRoundTrip: .*Pass copy=False to regularize the model in place\."):
+        regularize(model, HoyerSquare(1e-3))
+    assert len(regularize(model, HoyerSquare(1e-3), copy=False).losses) == 1
+
+
+class _OwnClass(keras.Model):
+    """A functional model of its own class (as keras_hub's backbones are)."""
+
+    def __init__(self, width=5, **kwargs):
+        inputs = keras.Input((4,))
+        outputs = keras.layers.Dense(width, name="fc")(inputs)
+        super().__init__(inputs, outputs, **kwargs)
+        self.width = width
+
+    def get_config(self):
+        return {"width": self.width, "name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def test_a_model_of_its_own_class_keeps_its_class_and_weights():
+    original = _OwnClass(width=6)
+    original.get_layer("fc").kernel.assign(np.arange(24, dtype=np.float32).reshape(4, 6))
+    model = regularize(original, HoyerSquare(1e-3))
+    assert type(model) is _OwnClass and model is not original
+    np.testing.assert_array_equal(model.get_layer("fc").kernel.numpy(), original.get_layer("fc").kernel.numpy())
+    assert len(model.losses) == 1 and len(original.losses) == 0
