@@ -462,7 +462,7 @@ def main(args):
             "Invalid value for argument `plot_command`. Expected one of "
             f"['histograms', 'descent', 'pareto']. Received: plot_command={command!r}"
         )
-    from deephoyer_tf import cli
+    from deephoyer_tf._internal.written import print_written
 
-    cli.print_written([(written, what)])
+    print_written([(written, what)])
     return 0
