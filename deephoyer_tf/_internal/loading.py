@@ -54,6 +54,17 @@ _OPT_IN = ("If you trust this file, load it with deephoyer_tf.load_model(path, s
 
 
 _AFTER_LOAD = []
+_BEFORE_LOAD = []
+
+
+def before_load(function):
+    """Registers ``function(config)``, run before every load with the stored config (or None).
+
+    `deephoyer_tf.structure` registers keras_hub's blocks here, so that the
+    classes `shrink` gives them load.
+    """
+    _BEFORE_LOAD.append(function)
+    return function
 
 
 def after_load(function):
@@ -156,14 +167,6 @@ def _stored_config(path):
     return None
 
 
-def _register_keras_hub_blocks():
-    """Makes the classes `shrink` gives keras_hub blocks (``deephoyer_tf>HeadSized...``) known."""
-    try:
-        import deephoyer_tf.structure.keras_hub_layers  # noqa: F401 (registers them)
-    except ImportError:  # keras_hub not installed: Keras names the class it cannot find
-        pass
-
-
 def _is_safe_mode_refusal(error):
     text = str(error)
     return "safe_mode" in text or "safe mode" in text
@@ -211,8 +214,8 @@ def load_model(path, *, safe_mode=True, compile=True, custom_objects=None):  # n
 
     import keras
 
-    if config is not None and "keras_hub" in json.dumps(config):
-        _register_keras_hub_blocks()
+    for function in _BEFORE_LOAD:
+        function(config)
     try:
         model = keras.models.load_model(path, compile=compile, custom_objects=custom_objects,
                                         safe_mode=safe_mode)

@@ -473,17 +473,17 @@ def replace_sublayer(layer, attribute, new):
     is untracked and the lock restored.
     """
     tracker = getattr(layer, "_tracker", None)
+    if tracker is None or not hasattr(tracker, "untrack") or not hasattr(tracker, "locked"):
+        raise _missing("the sublayer tracker (`_tracker.untrack`, `_tracker.locked`)", layer)
     old = getattr(layer, attribute, None)
-    locked = bool(getattr(tracker, "locked", False))
-    if tracker is not None:
-        tracker.locked = False
-        if old is not None:
-            tracker.untrack(old)
+    locked = tracker.locked
+    tracker.locked = False
+    if old is not None:
+        tracker.untrack(old)
     try:
         setattr(layer, attribute, new)
     finally:
-        if tracker is not None:
-            tracker.locked = locked
+        tracker.locked = locked
 
 
 def keras_operation_class():

@@ -296,6 +296,8 @@ def _block_groups(model, chooser):
         if group_kernels is None:
             continue
         heads, units = group_kernels(layer)
+        if not units:
+            continue
         for kernels, count in heads:
             penalty = HeadGroups.from_group_regularizer(chooser, count)
             penalty.link(kernels)

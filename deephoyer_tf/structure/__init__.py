@@ -12,7 +12,9 @@
   live heads, attention MACs, and how `shrink` removes dead heads.
 """
 
+from deephoyer_tf._internal import loading as _loading
 from deephoyer_tf.structure import builtin_layers  # noqa: F401 (registers Keras' layers)
+from deephoyer_tf.structure import registry as _registry
 from deephoyer_tf.structure.cutters import Cut
 from deephoyer_tf.structure.cutters import cut_kernel_layer
 from deephoyer_tf.structure.cutters import fold_dense
@@ -52,3 +54,22 @@ __all__ = [
     "supported_types",
     "unregister_layer",
 ]
+
+
+def _register_keras_hub_layers(config=None):
+    """Registers keras_hub's blocks (`keras_hub_layers`), if keras_hub is installed.
+
+    Called on first sight of a keras_hub layer, and before `load_model` reads
+    a file whose config names keras_hub (the classes `shrink` gives keras_hub
+    blocks must be known then).
+    """
+    if config is not None and "keras_hub" not in str(config):
+        return
+    try:
+        from deephoyer_tf.structure import keras_hub_layers  # noqa: F401 (registers them)
+    except ImportError:  # keras_hub not installed
+        pass
+
+
+_registry.on_first_sight("keras_hub", _register_keras_hub_layers)
+_loading.before_load(_register_keras_hub_layers)

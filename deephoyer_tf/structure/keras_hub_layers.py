@@ -97,10 +97,6 @@ def _gelu_approximate(block):
     return lambda x: keras.activations.gelu(x, approximate=True)
 
 
-def _silu(block):
-    return keras.activations.silu
-
-
 def _attr(obj, path):
     for part in path.split("."):
         obj = getattr(obj, part)
@@ -420,6 +416,8 @@ def group_kernels(block):
         feed-forward writers' columns then the reader's rows.
     """
     spec = spec_for(block)
+    if not _spec_applies(block, spec):
+        return [], []
     heads = []
     if spec.projections is not None:
         p = _projections(block, spec)
@@ -498,6 +496,8 @@ def cut_block(block, cut):
     so its outputs equal the original's.
     """
     spec = spec_for(block)
+    if not _spec_applies(block, spec):
+        return copy_kept_whole(block, cut)
     live = block_liveness(block, spec)
     config = block_config(block)
     layer_class = type(block)
@@ -532,6 +532,9 @@ def cut_block(block, cut):
 
 def describe_block(block):
     """Why `shrink` keeps `block`'s input and output whole, and what it cuts inside."""
+    if not _spec_applies(block, spec_for(block)):
+        return (f"{type(block).__name__}: kept whole (its attention and feed-forward layers are "
+                f"not the ones of the keras_hub block it derives from)")
     live = block_liveness(block)
     return (f"{type(block).__name__}: its input and output (the residual stream) keep every "
             f"unit; inside, {int(live.query_heads.sum())}/{live.query_heads.size} query heads, "
@@ -548,6 +551,17 @@ cut_block.group_kernels = group_kernels
 
 _SPECS = {}
 _HEAD_SIZED = {}
+
+
+def _spec_applies(block, spec):
+    """`block` (maybe a subclass) has the built layers `spec` names."""
+    try:
+        _projections(block, spec)
+        for path in spec.writers + (spec.reader,):
+            _attr(block, path).kernel  # noqa: B018 (the attribute must exist)
+    except (AttributeError, KeyError):
+        return False
+    return True
 
 
 def spec_for(block) -> BlockSpec:
@@ -642,11 +656,9 @@ def _register():
         if cls is None:
             continue
         spec = BlockSpec(**spec_args)
-        if spec.head_size_key is None:
-            pass
-        elif isinstance(sized, str):
+        if isinstance(sized, str):  # the attribute of its attention layer
             _HEAD_SIZED[cls] = _head_sized(cls, sized)
-        else:
+        elif sized is not None:
             _HEAD_SIZED[cls] = sized
         _SPECS[cls] = spec
         registry.register_layer(cls, kind="opaque", cutter=cut_block)

@@ -339,7 +339,7 @@ def entry_for(layer_or_class) -> Optional[LayerEntry]:
         instance = unwrap(layer_or_class)
         cls = type(instance)
     flavours.is_tf_keras(cls)  # completes the tf_keras registrations if needed
-    _keras_hub_entries(cls)
+    _first_sight(cls)
     for c in cls.__mro__:
         entry = _ENTRIES.get(c)
         if entry is not None:
@@ -349,17 +349,26 @@ def entry_for(layer_or_class) -> Optional[LayerEntry]:
     return None
 
 
-_KERAS_HUB = {"registered": False}
+_FIRST_SIGHT = []  # [[package name, loader, done]]
 
 
-def _keras_hub_entries(cls):
-    """On first sight of a keras_hub layer: registers keras_hub's blocks (`keras_hub_layers`)."""
-    if _KERAS_HUB["registered"]:
-        return
-    if not any((getattr(c, "__module__", "") or "").startswith("keras_hub") for c in cls.__mro__):
-        return
-    _KERAS_HUB["registered"] = True
-    from deephoyer_tf.structure import keras_hub_layers  # noqa: F401 (registers them)
+def on_first_sight(package: str, loader: Callable[[], None]) -> None:
+    """Runs ``loader()`` (once) when `entry_for` first meets a class from `package`.
+
+    For registrations that need a package the user may not have (keras_hub's
+    blocks): they are made when a model holds such a layer, never on import.
+    """
+    _FIRST_SIGHT.append([package, loader, False])
+
+
+def _first_sight(cls):
+    for item in _FIRST_SIGHT:
+        package, loader, done = item
+        if done:
+            continue
+        if any((getattr(c, "__module__", "") or "").split(".")[0] == package for c in cls.__mro__):
+            item[2] = True
+            loader()
 
 
 def registered_entries() -> Tuple[LayerEntry, ...]:

@@ -195,3 +195,23 @@ def test_ema_average_is_the_average_the_optimizer_writes_over_the_variable(modul
     assert private_api.ema_average(module.optimizers.SGD(0.5), kernel) is None  # use_ema=False
     other = module.Variable(np.zeros((2, 2), "float32")) if module is keras else tf.Variable(np.zeros((2, 2)))
     assert private_api.ema_average(optimizer, other) is None  # not one of its variables
+
+
+def test_replace_sublayer_leaves_only_the_new_sublayer_tracked():
+    class Holder(keras.layers.Layer):
+        def build(self, shape):
+            self.inner = keras.layers.Dense(3, name="inner")
+            self.inner.build(shape)
+
+        def call(self, x):
+            return self.inner(x)
+
+    holder = Holder()
+    holder.build((None, 4))
+    new = keras.layers.Dense(5, name="wider")
+    new.build((None, 4))
+    private_api.replace_sublayer(holder, "inner", new)
+    assert holder.inner is new
+    assert [tuple(w.shape) for w in holder.weights] == [(4, 5), (5,)]
+    assert holder._tracker.locked  # locked again, as Keras left it after build
+    assert holder(np.ones((2, 4), np.float32)).shape == (2, 5)

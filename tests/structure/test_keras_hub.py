@@ -207,6 +207,8 @@ BACKBONES = {
                           num_key_value_heads=2, hidden_dim=16, intermediate_dim=32, head_dim=4),
     "LlamaBackbone": dict(vocabulary_size=50, num_layers=2, num_query_heads=4,
                           num_key_value_heads=2, hidden_dim=16, intermediate_dim=32),
+    "MistralBackbone": dict(vocabulary_size=50, num_layers=2, num_query_heads=4,
+                            num_key_value_heads=2, hidden_dim=16, intermediate_dim=32),
     "QwenBackbone": dict(vocabulary_size=50, num_layers=2, num_query_heads=4,
                          num_key_value_heads=2, hidden_dim=16, intermediate_dim=32),
 }
@@ -315,3 +317,13 @@ def test_group_regularizer_groups_a_gqa_block_by_what_shrink_removes():
     assert up.regularizer is None and down.regularizer is None  # in the gate's unit groups
     rows = np.concatenate([_rows(gate.numpy(), -1), _rows(up.numpy(), -1), _rows(down.numpy(), 0)], 1)
     assert float(gate.regularizer(gate)) == pytest.approx(strength * _group_hs(rows), rel=1e-5)
+
+
+def test_a_block_laid_out_differently_is_recognized():
+    inputs = keras.Input((6, 16))
+    model = keras.Model(inputs, keras_hub.layers.TransformerEncoder(12, 4, name="block")(inputs))
+    block = model.get_layer("block")
+    spec = keras_hub_layers.spec_for(block)
+    assert keras_hub_layers._spec_applies(block, spec)
+    other = keras_hub_layers.BlockSpec(**{**spec.__dict__, "reader": "_no_such_layer"})
+    assert not keras_hub_layers._spec_applies(block, other)
