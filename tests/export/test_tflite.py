@@ -177,14 +177,15 @@ def test_int8_unstructured_is_dense_and_runs_under_xnnpack(tmp_path):
 
 
 def test_int8_1x16_blocks_are_stored_sparse(tmp_path):
-    model = _sparsify(models.lenet_300_100(), density=0.1, block=16, layers=["fc1"])
+    # 3% of fc1's 1x16 blocks nonzero: sparse beats dense int8 (BENCHMARKS.md).
+    model = _sparsify(models.lenet_300_100(), density=0.03, block=16, layers=["fc1"])
     data = np.random.default_rng(2).standard_normal((32, 28, 28, 1)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         result = export.export_tflite(model, tmp_path / "m.tflite", quantize="int8",
                                       representative_data=data, min_agreement=0.0)
     fc1, fc2, fc3 = result.storage
-    assert fc1.format == "1x16 blocks" and fc1.shape == (300, 784) and fc1.bytes < 0.2 * fc1.dense_bytes
+    assert fc1.format == "1x16 blocks" and fc1.shape == (300, 784) and fc1.bytes < 0.1 * fc1.dense_bytes
     assert fc2.format == fc3.format == "dense"  # no zeros
     # int8 fully-connected with 1x16 blocks (version 8) is left by XNNPACK to
     # the builtin sparse kernel: the default resolver gives the same numbers,
