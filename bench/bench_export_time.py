@@ -79,6 +79,7 @@ def main():
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="export_time_")
+    os.makedirs(out, exist_ok=True)
     start = time.time()
     path = os.path.join(out, "resnet50_shrunk.keras")
     if not os.path.exists(path):
