@@ -349,6 +349,21 @@ def test_text_model_token_ids_and_mask_exports(tmp_path):
         export.export_tflite(model, tmp_path / "u.tflite")
 
 
+@pytest.mark.slow
+def test_keras_hub_distilbert_backbone_exports(tmp_path):
+    keras_hub = pytest.importorskip("keras_hub")
+    model = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=16, intermediate_dim=32,
+        max_sequence_length=8)
+    rng = np.random.default_rng(0)
+    samples = {"token_ids": rng.integers(0, 50, (4, 8)).astype("int32"),
+               "padding_mask": (rng.random((4, 8)) < 0.8).astype("int32")}
+    result = export.export_tflite(model, tmp_path / "distilbert.tflite", sample_inputs=samples)
+    assert result.samples == 4 and result.max_abs_error < 1e-4
+    outputs = runtime.run_signature(open(result.path, "rb").read(), samples, "BUILTIN")
+    np.testing.assert_allclose(outputs[0], np.asarray(model(samples)), atol=1e-4)
+
+
 def test_mixed_precision_model_exports_a_float32_copy(tmp_path):
     import keras
 
