@@ -42,6 +42,11 @@ SPARSE_MODES = ("auto", True, False)
 CONVERTER_MIN_SPARSITY = 0.3
 CONVERTER_BLOCK_RATIO = {"float32": 0.9, "int8": 0.8}
 BLOCK_SIZE = {"float32": 4, "int8": 16}
+# sparse="auto" stores int8 weights in 1x16 blocks only when at most this
+# fraction of the blocks holds a nonzero: measured on x86 (LiteRT 2.3, one
+# thread), the int8 sparse kernel beats XNNPACK's dense int8 at 3% of blocks
+# nonzero (2x) but not at 6% (equal) or 10-12% (0.76-0.83x); BENCHMARKS.md.
+INT8_BLOCK_MAX_DENSITY = 0.05
 
 _WEIGHT_OPS = {
     "FULLY_CONNECTED": 1,
@@ -206,7 +211,7 @@ def _choose(op, array, dtype, sparse, quantize=None):
     if zeros < CONVERTER_MIN_SPARSITY and sparse is True:
         return "dense", 1, (f"{zeros:.0%} zeros, under the converter's "
                             f"{CONVERTER_MIN_SPARSITY:.0%} threshold")
-    block, block_note = 1, ""
+    block, block_note, block_density = 1, "", 1.0
     if op == "FULLY_CONNECTED" and zeros > 0:
         b = BLOCK_SIZE[dtype]
         cols = array.shape[-1]
@@ -215,7 +220,8 @@ def _choose(op, array, dtype, sparse, quantize=None):
                           "(TF 2.21's converter would drop the last partial block)")
         else:
             cells = array.reshape(array.shape[0], cols // b, b)
-            block_zeros = 1.0 - np.any(cells != 0, axis=-1).sum() * b / size
+            block_density = float(np.mean(np.any(cells != 0, axis=-1)))
+            block_zeros = 1.0 - block_density
             if block_zeros / zeros > CONVERTER_BLOCK_RATIO[dtype]:
                 block = b
             else:
@@ -231,6 +237,10 @@ def _choose(op, array, dtype, sparse, quantize=None):
         block, block_note = 1, "; no blocks in dynamic-range files (XNNPACK returns NaN for them)"
     values, _, index_bytes = encode(array, block)
     sparse_bytes = values.size * item + index_bytes
+    if dtype == "int8" and block > 1 and block_density > INT8_BLOCK_MAX_DENSITY:
+        block_note = (f"; {block_density:.0%} of its 1x16 blocks nonzero: the int8 sparse kernel "
+                      f"is faster than dense int8 only up to {INT8_BLOCK_MAX_DENSITY:.0%}")
+        block = 1
     if dtype == "int8" and (block == 1 or quantize == "dynamic"):
         return "dense", 1, ("int8 weights are read fastest dense: CSR int8 goes through "
                             "DENSIFY and fails under XNNPACK; sparse int8 kernels take only "

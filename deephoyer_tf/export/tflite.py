@@ -586,7 +586,8 @@ def export_tflite(
             Default: for ``"int8"``, the first 256 samples of
             `representative_data`; else 8 standard-normal samples (seed 0).
         labels: class labels of the samples checked (int8 or not), to report
-            the file's accuracy.
+            the file's accuracy; for int8 without `sample_inputs`, the labels
+            of `representative_data` (the first 256 are used).
         atol, rtol: tolerance of the check; None takes the default of
             `quantize` from `DEFAULT_TOLERANCES` (float: 1e-4, 1e-4; dynamic:
             1e-3, 0.05; int8: 1e-3, 0.1, only for outputs without a class
@@ -648,6 +649,8 @@ def export_tflite(
         labels = np.asarray(labels)
         if labels.ndim == 2 and labels.shape[-1] > 1:
             labels = np.argmax(labels, axis=-1)
+        if sample_inputs is None and quantize == "int8" and not callable(representative_data):
+            labels = labels[: len(arrays[0])]  # labels of representative_data: its first samples
         if len(labels) != len(arrays[0]):
             raise ValueError(
                 "Invalid value for argument `labels`. Expected one label per "

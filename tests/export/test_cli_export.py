@@ -43,7 +43,8 @@ def test_export_shrink_prints_the_cut_and_the_files(cnn_file, tmp_path, capsys):
 
 def test_export_int8_reports_agreement_and_accuracy(cnn_file, tmp_path, capsys):
     path, model = cnn_file
-    x = np.random.default_rng(0).standard_normal((64, 12, 12, 1)).astype(np.float32)
+    # 300 samples: the check takes the first 256, and the first 256 labels.
+    x = np.random.default_rng(0).standard_normal((300, 12, 12, 1)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", np.asarray(model(x)).argmax(-1))
     out = tmp_path / "q.tflite"
@@ -52,7 +53,7 @@ def test_export_int8_reports_agreement_and_accuracy(cnn_file, tmp_path, capsys):
                      "--labels", str(tmp_path / "y.npy"), "--min-agreement", "0.5"])
     stdout = capsys.readouterr().out
     assert code == 0, stdout
-    assert "top-1 agreement" in stdout and "accuracy" in stdout and "on 64 samples" in stdout
+    assert "top-1 agreement" in stdout and "accuracy" in stdout and "on 256 samples" in stdout
     assert "dense (" in stdout  # unstructured zeros: dense int8
 
 

@@ -73,7 +73,8 @@ def test_choice_and_reasons():
     rng = np.random.default_rng(1)
     dense = rng.standard_normal((64, 256)).astype(np.float32)
     few_zeros = dense * (rng.random(dense.shape) < 0.8)  # 20% zeros
-    blocks = dense * np.repeat(rng.random((64, 16)) < 0.1, 16, axis=1)  # 1x16 runs
+    blocks = dense * np.repeat(rng.random((64, 16)) < 0.1, 16, axis=1)  # 1x16 runs, 10% kept
+    rare_blocks = dense * np.repeat(rng.random((64, 16)) < 0.03, 16, axis=1)  # 3% kept
     unstructured = dense * (rng.random(dense.shape) < 0.1)
     fc = "FULLY_CONNECTED"
     # The converter's threshold under sparse=True.
@@ -87,12 +88,15 @@ def test_choice_and_reasons():
     assert storage._choose("CONV_2D", unstructured.reshape(64, 4, 4, 16), "float32", "auto")[0] == "csr"
     # auto, int8: 1x16 blocks only.
     q = lambda a: np.round(a * 40).clip(-127, 127).astype(np.int8)  # noqa: E731
-    assert storage._choose(fc, q(blocks), "int8", "auto")[0] == "1x16 blocks"
+    assert storage._choose(fc, q(rare_blocks), "int8", "auto")[0] == "1x16 blocks"
+    fmt, _, reason = storage._choose(fc, q(blocks), "int8", "auto")  # measured slower than dense
+    assert fmt == "dense" and "of its 1x16 blocks nonzero" in reason and "up to 5%" in reason
+    assert storage._choose(fc, q(blocks), "int8", True)[0] == "1x16 blocks"
     fmt, _, reason = storage._choose(fc, q(unstructured), "int8", "auto")
     assert fmt == "dense" and "zeros not in 1x16 runs" in reason
     fmt, _, reason = storage._choose(fc, q(blocks[:, :250]), "int8", "auto")
     assert fmt == "dense" and "input size 250 is not a multiple of 16" in reason
     # dynamic-range files: no blocks under auto (XNNPACK NaN).
-    assert storage._choose(fc, q(blocks), "int8", "auto", "dynamic")[0] == "dense"
+    assert storage._choose(fc, q(rare_blocks), "int8", "auto", "dynamic")[0] == "dense"
     assert storage._choose(fc, blocks, "float32", "auto", "dynamic")[0] == "csr"
     assert storage._choose(fc, blocks, "float32", False)[0] == "dense"

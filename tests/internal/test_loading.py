@@ -89,8 +89,9 @@ def test_cli_refuses_a_lambda_and_loads_it_with_unsafe(hostile, marker, kind, co
 
     # The TFLite conversion itself is tested elsewhere; here only what reaches it.
     monkeypatch.setattr(tflite, "export_tflite", lambda model, *a, **k: exported.append(model) or
-                        types.SimpleNamespace(path="x", size_bytes=0, gzip_bytes=0, sparse_tensors=0,
-                                              max_abs_error=0.0, runtime="-", op_resolver="-"))
+                        tflite.ExportResult(path="x", size_bytes=0, gzip_bytes=0, sparse_tensors=0,
+                                            max_abs_error=0.0, tolerance=0.0, quantize=None,
+                                            runtime="-", op_resolver="-"))
     capsys.readouterr()
     assert cli.main([command, path, *extra, "--unsafe"]) == 0
     assert marker.exists()
