@@ -15,6 +15,15 @@ one with ``results.json``, is skipped; an interrupted one resumes):
   where the penalties' selection points have 3: the comparison favours
   magnitude pruning.
 
+The selection stops at the first ratio that passes, so its candidates are a
+part of the front. ``--full-front`` measures the whole grid (`FULL_GRID`) on
+each finished ``hs``/``l1`` run, with the selection's own procedure (prune the
+regularized kernels saved in ``stages.npz``, fine-tune 3 epochs with the
+zeros held, mean of the last 2 validation epochs; no candidate screened out)
+into ``front.json``. The
+biases are the final model's (``stages.npz`` keeps kernels only): the same
+for both methods, and re-trained by each fine-tune.
+
 Only validation accuracies are compared; the test split is read once by each
 run for its final model and not used here.
 
@@ -31,6 +40,7 @@ import sys
 import time
 
 METHODS = ("hs", "l1", "magnitude")
+FULL_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 TARGETS = (0.95, 0.97, 0.98, 0.99)
 
 
@@ -73,11 +83,44 @@ def points(out, method, seed, targets):
         dense = result["dense_validation_accuracy"]
         found.append((result["nonzero_weights"], result["validation_accuracy"],
                       "final" if target is None else f"target {target:g}"))
-        for candidate in result.get("selection") or []:
+        front = path.parent / "front.json"
+        candidates = json.loads(front.read_text()) if front.exists() else result.get("selection") or []
+        for candidate in candidates:
             if candidate.get("selection_accuracy") is not None:
                 found.append((candidate["nonzero_weights"], candidate["selection_accuracy"],
                               f"ratio {candidate['std_ratio']:g}"))
     return found, dense
+
+
+def full_front(out, method, seed, data_dir, log):
+    """Every ratio of `FULL_GRID` on one finished run's regularized kernels -> ``front.json``."""
+    import dataclasses
+
+    import numpy as np
+
+    from deephoyer_tf._internal import atomic
+    from deephoyer_tf._internal import loading
+    from deephoyer_tf.paper import datasets
+    from deephoyer_tf.paper import reproduce
+
+    folder = out / run_name(method, seed)
+    if (folder / "front.json").exists() or not (folder / "results.json").exists():
+        return
+    recipe = reproduce.recipe_for("lenet-300-100", method, seed=seed)
+    # No candidate passes a negative tolerance, and none is screened out: every ratio is fine-tuned.
+    recipe = dataclasses.replace(recipe, std_ratios=FULL_GRID, tolerance=-1.0, select_reference="dense",
+                                 select_screen_drop=None)
+    data = datasets.load_dataset("mnist", data_dir)
+    model = reproduce.build_model("lenet-300-100")
+    final = loading.load_model(folder / "model.keras", compile=False, safe_mode=True)
+    biases = {layer.name: layer.bias.numpy() for layer in final.layers if getattr(layer, "bias", None) is not None}
+    stages = np.load(folder / "stages.npz")
+    for layer in model.layers:
+        if f"regularized/{layer.name}" in stages.files:
+            layer.kernel.assign(stages[f"regularized/{layer.name}"])
+            layer.bias.assign(biases[layer.name])
+    _, tries = reproduce.select_std_ratio(model, data, recipe, reference=1.0, log=log)
+    atomic.atomic_write_text(folder / "front.json", json.dumps(tries, indent=1))
 
 
 def smallest_at(found, level):
@@ -127,9 +170,15 @@ def main(argv=None):
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
                         help="magnitude pruning's final sparsities")
     parser.add_argument("--table", action="store_true", help="print the table of finished runs and exit")
+    parser.add_argument("--full-front", action="store_true",
+                        help="measure every ratio of FULL_GRID on the finished hs/l1 runs (front.json)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    if not args.table:
+    if args.full_front:
+        for seed in args.seeds:
+            for method in [m for m in args.methods if m != "magnitude"]:
+                full_front(args.out, method, seed, args.data_dir, print)
+    elif not args.table:
         start = time.time()
         for method, seed, target in runs_of(args.seeds, args.methods, args.targets):
             run_one(args.out, args.data_dir, method, seed, target, print)
