@@ -1,4 +1,4 @@
-"""ConstantSparsity and PolynomialDecay: TFMOT's formulas, computed here in NumPy, and TFMOT itself."""
+"""ConstantSparsity and PolynomialDecay: TFMOT's formulas, computed here in NumPy, and TFMOT itself (in tests/backends: CI runs it on JAX and PyTorch too)."""
 
 import warnings
 
