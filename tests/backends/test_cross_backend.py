@@ -92,7 +92,7 @@ def test_a_model_trained_on_jax_exports_to_tflite_on_tensorflow(tmp_path):
         cwd=backends.REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "sparse tensors" in result.stdout
+    assert "check: max abs error" in result.stdout and f"{out}: " in result.stdout, result.stdout
     from deephoyer_tf.export import runtime
 
     x, y = np.load(x_path), np.load(y_path)
