@@ -64,17 +64,9 @@ def lenet(
     # Only the training and validation arrays go on; the test arrays stay here.
     splits = _TrainAndValidation(train[0], train[1], data.x_val, data.y_val)
     dense, _ = reproduce.pretrained(model_name, splits, recipe, cache_dir, log)
-    if method in objective.MAGNITUDE_METHODS:
-        first = {"target_sparsity": 0.98}
-    else:
-        first = {"strength": recipe.strength}
-        if per_layer:
-            first.update({f"std_ratio:{name}": 0.1 for name in objective.kernel_layer_names(dense)})
-        else:
-            first["std_ratio"] = 0.1
     strength_range = strength_range or study_lib.STRENGTHS.get(method)
-    if method not in objective.MAGNITUDE_METHODS and not strength_range[0] <= recipe.strength <= strength_range[1]:
-        first = None
+    first = study_lib.recipe_trial(method, recipe.strength, dense, per_layer=per_layer,
+                                   strength_range=strength_range, target_sparsity=0.98)
     return study_lib.run(
         functools.partial(reproduce.build_model, model_name), (train[0], train[1]),
         (data.x_val, data.y_val), method=method, n_trials=n_trials, output=output, storage=storage,

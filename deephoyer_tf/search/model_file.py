@@ -80,17 +80,8 @@ def search_model(
         warmup_epochs=warmup_epochs, seed=seed)
     data = user_data.fit_to_model(data, user_data.model_input_shape(model), "the data")
     user_data.check_classifier(model, data.n_classes)
-    if method in objective.MAGNITUDE_METHODS:
-        first = {"target_sparsity": 0.9}
-    else:
-        first = {"strength": recipe.strength}
-        if per_layer:
-            first.update({f"std_ratio:{layer}": 0.1 for layer in objective.kernel_layer_names(model)})
-        else:
-            first["std_ratio"] = 0.1
-        low, high = kwargs.get("strength_range") or study_lib.STRENGTHS[method]
-        if not low <= recipe.strength <= high:
-            first = None
+    first = study_lib.recipe_trial(method, recipe.strength, model, per_layer=per_layer,
+                                   strength_range=kwargs.get("strength_range"), target_sparsity=0.9)
 
     def build_model():
         return keras.models.clone_model(model)

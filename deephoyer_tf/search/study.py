@@ -431,6 +431,25 @@ def _pct(value):
     return "-" if value is None else f"{value:.2%}"
 
 
+def recipe_trial(method, strength, dense_model, *, per_layer=False, strength_range=None, target_sparsity=0.9):
+    """The parameters of a study's first trial: the recipe's own (None if its strength is out of range).
+
+    Magnitude methods start at `target_sparsity`; the others at the recipe's
+    `strength` and std ratio 0.1 (per kernel layer of `dense_model` with
+    `per_layer`), unless `strength` lies outside `strength_range` (default:
+    `STRENGTHS[method]`), where the trial could not be suggested.
+    """
+    if method in objective.MAGNITUDE_METHODS:
+        return {"target_sparsity": target_sparsity}
+    first = {"strength": strength}
+    if per_layer:
+        first.update({f"std_ratio:{name}": 0.1 for name in objective.kernel_layer_names(dense_model)})
+    else:
+        first["std_ratio"] = 0.1
+    low, high = strength_range or STRENGTHS[method]
+    return first if low <= strength <= high else None
+
+
 def _check_range(value, name, log=True):
     try:
         low, high = (float(v) for v in value)
