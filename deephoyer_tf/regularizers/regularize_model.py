@@ -57,7 +57,7 @@ def regularize(
     layer is rebuilt. The paper starts from a trained dense model; this is
     how to do that::
 
-        dense = keras.models.load_model("dense.keras")
+        dense = deephoyer_tf.load_model("dense.keras")  # safe_mode=True: no code from the file runs
         model = deephoyer_tf.regularize(dense, deephoyer_tf.HoyerSquare(1e-4))
         model.compile(...)  # the copy is not compiled
         model.fit(...)

@@ -36,12 +36,7 @@ def check_arguments(method, *, n_trials, storage=None, max_drop=0.2, quick=False
         storage_lib.check_storage(storage)
     overrides = {"target_sparsity": 0.9} if method == "magnitude" else {}
     recipe = reproduce.user_recipe(method, quick, seed=seed, **overrides)
-    schedule = objective.Schedule(
-        regularize_epochs=recipe.regularize_epochs if regularize_epochs is None else regularize_epochs,
-        finetune_epochs=recipe.finetune_epochs if finetune_epochs is None else finetune_epochs,
-        warmup_epochs=recipe.warmup_epochs if warmup_epochs is None else warmup_epochs,
-        learning_rate=recipe.learning_rate, finetune_learning_rate=recipe.finetune_learning_rate,
-        batch_size=recipe.batch_size)
+    schedule = objective.Schedule.from_recipe(recipe, regularize_epochs, finetune_epochs, warmup_epochs)
     return recipe, schedule
 
 

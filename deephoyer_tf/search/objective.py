@@ -84,6 +84,16 @@ class Schedule:
         validation.check_float(self.finetune_learning_rate, "finetune_learning_rate", greater_than=0.0)
         validation.check_int(self.batch_size, "batch_size", minimum=1)
 
+    @classmethod
+    def from_recipe(cls, recipe, regularize_epochs=None, finetune_epochs=None, warmup_epochs=None):
+        """The schedule of a `reproduce` recipe; an epoch count given (0 included) replaces the recipe's."""
+        return cls(
+            regularize_epochs=recipe.regularize_epochs if regularize_epochs is None else regularize_epochs,
+            finetune_epochs=recipe.finetune_epochs if finetune_epochs is None else finetune_epochs,
+            warmup_epochs=recipe.warmup_epochs if warmup_epochs is None else warmup_epochs,
+            learning_rate=recipe.learning_rate, finetune_learning_rate=recipe.finetune_learning_rate,
+            batch_size=recipe.batch_size)
+
 
 @dataclasses.dataclass
 class Data:

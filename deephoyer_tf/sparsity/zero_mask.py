@@ -83,8 +83,7 @@ class ZeroMask(keras.constraints.Constraint):
     ) -> None:
         self.mask = mask
         self.previous = previous
-        self._model = None  # weak references, set by `hold_zeros`: the EMA of model.optimizer
-        self._variable = None
+        self._ema_refs = (None, None)  # weak references (model, kernel), set by `hold_zeros`
 
     def __call__(self, w: TensorLike) -> Any:
         if self.mask is None:
@@ -106,10 +105,17 @@ class ZeroMask(keras.constraints.Constraint):
             average.assign(ops.where(keep, value, ops.zeros_like(value)))
         return ops.where(keep, w, ops.zeros_like(w))
 
+    def set_ema_targets(self, model, variable):
+        """Remembers (weakly) the model whose optimizer's moving average of `variable` is masked too."""
+        self._ema_refs = (weakref.ref(model), weakref.ref(variable))
+
+    def ema_targets(self):
+        """``(model, kernel)`` set by `set_ema_targets`, each None if unset or gone."""
+        return tuple(ref() if ref is not None else None for ref in self._ema_refs)
+
     def _ema_average(self):
         """The moving average the model's optimizer keeps of the kernel (``use_ema=True``), or None."""
-        model = self._model() if self._model is not None else None
-        variable = self._variable() if self._variable is not None else None
+        model, variable = self.ema_targets()
         optimizer = _optimizer(model)
         if optimizer is None or not getattr(optimizer, "use_ema", False) or variable is None:
             return None
@@ -206,8 +212,7 @@ def refresh_masks(ref):
 
 def _mask_average(constraint):
     """Zeros the held entries of the kernel's moving average now, if the optimizer keeps one."""
-    model = constraint._model() if constraint._model is not None else None
-    variable = constraint._variable() if constraint._variable is not None else None
+    model, variable = constraint.ema_targets()
     optimizer = _optimizer(model)
     if optimizer is None or variable is None:
         return
@@ -294,8 +299,7 @@ def _hold(model, ref):
             mask = _new_mask(ref.variable)
         constraint = ZeroMask(mask, previous)
         private_api.set_variable_constraint(ref.variable, constraint)
-    constraint._model = weakref.ref(model)
-    constraint._variable = weakref.ref(ref.variable)
+    constraint.set_ema_targets(model, ref.variable)
     attribute = _constraint_attribute(ref)
     if attribute is not None:
         # Recorded in the layer's config: a saved model knows its zeros were held.
