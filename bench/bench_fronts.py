@@ -1,4 +1,4 @@
-"""Validation fronts of Hoyer-Square, L1 and magnitude pruning on LeNet-300-100 at one budget, over seeds.
+"""Validation fronts of Hoyer-Square, L1 and magnitude pruning (or Group-HS and group lasso) on LeNet-300-100.
 
 Every run is `deephoyer-tf reproduce lenet-300-100` with the default recipe
 (same dense model per seed, same 30 regularized or pruning epochs, same
@@ -29,6 +29,16 @@ run for its final model and not used here.
 
     python bench/bench_fronts.py --out runs/fronts --data-dir ../shared/data/mnist --seeds 0 1 2
     python bench/bench_fronts.py --out runs/fronts --table     # the Markdown table of what has finished
+
+The structural comparison, Group-HS against group lasso, measures MACs (the
+dense LeNet-300-100 has 266,200) rather than nonzero weights:
+
+    python bench/bench_fronts.py --out runs/group-fronts --data-dir ../shared/data/mnist \
+        --methods group-hs group-lasso --metric macs
+    python bench/bench_fronts.py --out runs/group-fronts --methods group-hs group-lasso --metric macs --full-front
+
+In the table the first method of ``--methods`` is the one compared with the
+others ("strictly fewest").
 """
 
 import argparse
@@ -39,7 +49,8 @@ import subprocess
 import sys
 import time
 
-METHODS = ("hs", "l1", "magnitude")
+METHODS = ("hs", "l1", "magnitude", "group-hs", "group-lasso")
+METRICS = {"weights": "nonzero_weights", "macs": "macs"}
 FULL_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 TARGETS = (0.95, 0.97, 0.98, 0.99)
 
@@ -72,8 +83,12 @@ def run_one(out, data_dir, method, seed, target, log):
     log(f"{time.strftime('%H:%M:%S')} done in {time.time() - start:.0f} s")
 
 
-def points(out, method, seed, targets):
-    """[(nonzero weights, validation accuracy, label)] of one method and seed, and the dense validation accuracy."""
+def points(out, method, seed, targets, metric="weights"):
+    """[(size, validation accuracy, label)] of one method and seed, and the dense validation accuracy.
+
+    The size is the nonzero weights (`metric` "weights") or the MACs ("macs").
+    """
+    key = METRICS[metric]
     found, dense = [], None
     for target in (targets if method == "magnitude" else (None,)):
         path = out / run_name(method, seed, target) / "results.json"
@@ -81,13 +96,16 @@ def points(out, method, seed, targets):
             continue
         result = json.loads(path.read_text())
         dense = result["dense_validation_accuracy"]
-        found.append((result["nonzero_weights"], result["validation_accuracy"],
+        found.append((result[key], result["validation_accuracy"],
                       "final" if target is None else f"target {target:g}"))
         front = path.parent / "front.json"
         candidates = json.loads(front.read_text()) if front.exists() else result.get("selection") or []
         for candidate in candidates:
             if candidate.get("selection_accuracy") is not None:
-                found.append((candidate["nonzero_weights"], candidate["selection_accuracy"],
+                if key not in candidate:
+                    raise SystemExit(f"{front if front.exists() else path} has no {key!r} per candidate "
+                                     "(measured before the selection recorded it): run --full-front again")
+                found.append((candidate[key], candidate["selection_accuracy"],
                               f"ratio {candidate['std_ratio']:g}"))
     return found, dense
 
@@ -124,17 +142,19 @@ def full_front(out, method, seed, data_dir, log):
 
 
 def smallest_at(found, level):
-    """The fewest nonzero weights of a point with validation accuracy >= `level` (None if none)."""
+    """The smallest size of a point with validation accuracy >= `level` (None if none)."""
     sizes = [size for size, accuracy, _ in found if accuracy >= level - 1e-9]
     return min(sizes) if sizes else None
 
 
-def table(out, seeds, methods, targets, drops=(0.5, 0.4, 0.3, 0.2, 0.1, 0.0)):
-    lines = ["| seed | dense val | " + " | ".join(f"fewest weights at >= dense - {d:.1f}" for d in drops) + " |",
+def table(out, seeds, methods, targets, drops=(0.5, 0.4, 0.3, 0.2, 0.1, 0.0), metric="weights"):
+    what = "weights" if metric == "weights" else "MACs"
+    contender = methods[0]
+    lines = ["| seed | dense val | " + " | ".join(f"fewest {what} at >= dense - {d:.1f}" for d in drops) + " |",
              "|---|---|" + "---|" * len(drops)]
     wins = {d: [] for d in drops}
     for seed in seeds:
-        fronts = {method: points(out, method, seed, targets) for method in methods}
+        fronts = {method: points(out, method, seed, targets, metric) for method in methods}
         denses = [dense for _, dense in fronts.values() if dense is not None]
         if len(denses) < len(methods):
             continue
@@ -144,18 +164,18 @@ def table(out, seeds, methods, targets, drops=(0.5, 0.4, 0.3, 0.2, 0.1, 0.0)):
             level = dense - drop / 100
             sizes = {method: smallest_at(fronts[method][0], level) for method in methods}
             cells.append(" / ".join(f"{m} {'-' if s is None else f'{s:,}'}" for m, s in sizes.items()))
-            hs = sizes.get("hs")
-            others = [s for m, s in sizes.items() if m != "hs"]
-            wins[drop].append(hs is not None and all(s is None or hs < s for s in others))
+            own = sizes[contender]
+            others = [s for m, s in sizes.items() if m != contender]
+            wins[drop].append(own is not None and all(s is None or own < s for s in others))
         lines.append(f"| {seed} | {dense:.2%} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Hoyer-Square strictly fewest: " + "; ".join(
+    lines.append(f"{contender} strictly fewest: " + "; ".join(
         f"dense - {d:.1f}: {sum(w)} of {len(w)} seeds" for d, w in wins.items()))
     lines.append("")
-    lines.append("Every point (nonzero weights, validation accuracy, what):")
+    lines.append(f"Every point ({'nonzero weights' if metric == 'weights' else 'MACs'}, validation accuracy, what):")
     for seed in seeds:
         for method in methods:
-            found, _ = points(out, method, seed, targets)
+            found, _ = points(out, method, seed, targets, metric)
             found.sort()
             lines.append(f"- seed {seed} {method}: " + "; ".join(f"{s:,} {a:.2%} ({w})" for s, a, w in found))
     return "\n".join(lines)
@@ -166,12 +186,14 @@ def main(argv=None):
     parser.add_argument("--out", required=True, type=pathlib.Path)
     parser.add_argument("--data-dir", default=os.environ.get("DEEPHOYER_DATA_DIR"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=["hs", "l1", "magnitude"], choices=METHODS)
     parser.add_argument("--targets", type=float, nargs="+", default=list(TARGETS),
                         help="magnitude pruning's final sparsities")
+    parser.add_argument("--metric", choices=sorted(METRICS), default="weights",
+                        help="the size on the fronts: nonzero weights, or MACs (the structural methods)")
     parser.add_argument("--table", action="store_true", help="print the table of finished runs and exit")
     parser.add_argument("--full-front", action="store_true",
-                        help="measure every ratio of FULL_GRID on the finished hs/l1 runs (front.json)")
+                        help="measure every ratio of FULL_GRID on the finished penalty runs (front.json)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.full_front:
@@ -183,7 +205,7 @@ def main(argv=None):
         for method, seed, target in runs_of(args.seeds, args.methods, args.targets):
             run_one(args.out, args.data_dir, method, seed, target, print)
         print(f"all runs finished, {time.time() - start:.0f} s")
-    print(table(args.out, args.seeds, args.methods, args.targets))
+    print(table(args.out, args.seeds, args.methods, args.targets, metric=args.metric))
 
 
 if __name__ == "__main__":

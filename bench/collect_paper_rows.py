@@ -9,6 +9,14 @@ Each run folder is a finished `reproduce` output (``results.json`` and
 mean and standard deviation, the paper's row and the command. The committed
 model is the final model of that seed: `deephoyer-tf evaluate` on it prints
 that seed's numbers.
+
+    python bench/collect_paper_rows.py --row lenet-5-hs --add --runs runs/seed1 runs/seed2 \
+        --command "deephoyer-tf reproduce lenet-5 --method hs --seed S ..."
+
+With ``--add`` the row already committed keeps its model and its seeds'
+numbers, and the new runs' seeds are added to them (the runs must use the same
+recipe, and a seed already in the row is refused); the mean and standard
+deviation are computed again over every seed.
 """
 
 import argparse
@@ -31,16 +39,31 @@ def main(argv=None):
     parser.add_argument("--runs", nargs="+", required=True)
     parser.add_argument("--command", required=True)
     parser.add_argument("--out", default=str(pathlib.Path(__file__).parent / "results" / "paper"))
+    parser.add_argument("--add", action="store_true",
+                        help="add the runs' seeds to the row already committed (its model stays)")
     args = parser.parse_args(argv)
+    folder = pathlib.Path(args.out) / args.row
     runs = [json.loads((pathlib.Path(r) / "results.json").read_text()) for r in args.runs]
-    recipes = {json.dumps({k: v for k, v in r["recipe"].items() if k != "seed"}, sort_keys=True) for r in runs}
+    recipes = {_recipe_key(r["recipe"]) for r in runs}
     if len(recipes) != 1:
         raise SystemExit("the runs differ in more than their seed")
     per_seed = [{"seed": r["recipe"]["seed"], **{k: r.get(k) for k in KEYS}} for r in runs]
-    summary = {}
-    for key in ("test_accuracy", "validation_accuracy", "nonzero_weights", "macs"):
-        values = np.array([r[key] for r in runs], dtype=float)
-        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    if args.add:
+        row = json.loads((folder / "results.json").read_text())
+        if _recipe_key(row["recipe"]) not in recipes:
+            raise SystemExit(f"the runs' recipe differs from the one committed in {folder / 'results.json'}")
+        known = {entry["seed"] for entry in row["per_seed"]}
+        repeated = sorted(known & {entry["seed"] for entry in per_seed})
+        if repeated:
+            raise SystemExit(f"seeds {repeated} are already in {folder / 'results.json'}")
+        row["per_seed"] = row["per_seed"] + per_seed
+        row["seeds"] = [entry["seed"] for entry in row["per_seed"]]
+        row["mean_std"] = _summary(row["per_seed"])
+        row["command"] = args.command
+        _write_json(folder / "results.json", row)
+        print(json.dumps(row["mean_std"]))
+        return 0
+    summary = _summary(per_seed)
     first = runs[0]
     row = {
         "row": args.row, "model": first["model"], "method": first["method"], "dataset": first["dataset"],
@@ -49,14 +72,30 @@ def main(argv=None):
         "committed_model": {"seed": first["recipe"]["seed"], **{k: first.get(k) for k in KEYS}},
         "paper": first.get("paper"), "command": args.command,
     }
-    folder = pathlib.Path(args.out) / args.row
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(pathlib.Path(args.runs[0]) / "model.keras", folder / "model.partial.keras")
     os.replace(folder / "model.partial.keras", folder / "model.keras")
-    (folder / "results.partial.json").write_text(json.dumps(row, indent=2))
-    os.replace(folder / "results.partial.json", folder / "results.json")
+    _write_json(folder / "results.json", row)
     print(json.dumps(summary))
     return 0
+
+
+def _recipe_key(recipe):
+    return json.dumps({k: v for k, v in recipe.items() if k != "seed"}, sort_keys=True)
+
+
+def _summary(per_seed):
+    summary = {}
+    for key in ("test_accuracy", "validation_accuracy", "nonzero_weights", "macs"):
+        values = np.array([entry[key] for entry in per_seed], dtype=float)
+        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    return summary
+
+
+def _write_json(path, data):
+    partial = path.with_name(path.stem + ".partial.json")
+    partial.write_text(json.dumps(data, indent=2))
+    os.replace(partial, path)
 
 
 if __name__ == "__main__":

@@ -413,7 +413,7 @@ def select_std_ratio(model, data, recipe, reference, log=print):
 
     Returns:
         ``(ratio, tries)``: the chosen ratio and, per candidate tried, a dict
-        of its ratio, nonzero weights and validation accuracies.
+        of its ratio, nonzero weights, MACs and validation accuracies.
     """
     saved = model.get_weights()
     x_train, y_train = _training_arrays(data, recipe)
@@ -429,7 +429,7 @@ def select_std_ratio(model, data, recipe, reference, log=print):
         accuracies = _selection_finetune(model, data, x_train, y_train, recipe)
         plateau = selection_accuracy(accuracies, recipe.select_average_epochs)
         model.set_weights(saved)
-        smallest_try = {"std_ratio": smallest, "nonzero_weights": report.nonzero_weights,
+        smallest_try = {"std_ratio": smallest, "nonzero_weights": report.nonzero_weights, "macs": report.macs,
                         "validation_accuracies": accuracies, "selection_accuracy": plateau}
         log(f"[select] std_ratio={smallest:g} (the regularized model's own level): val acc {plateau:.4f} "
             f"(per epoch {', '.join(f'{a:.4f}' for a in accuracies)}), nonzero {report.nonzero_weights}")
@@ -449,7 +449,7 @@ def select_std_ratio(model, data, recipe, reference, log=print):
             pruned_accuracy = _accuracy(model, data.x_val, data.y_val)
             if pruned_accuracy < reference - recipe.select_screen_drop:
                 model.set_weights(saved)
-                tries.append({"std_ratio": ratio, "nonzero_weights": report.nonzero_weights,
+                tries.append({"std_ratio": ratio, "nonzero_weights": report.nonzero_weights, "macs": report.macs,
                               "pruned_accuracy": pruned_accuracy, "screened_out": True})
                 log(f"[select] std_ratio={ratio:g}: val acc {pruned_accuracy:.4f} right after pruning, "
                     f"more than {recipe.select_screen_drop:g} below the reference: not fine-tuned")
@@ -457,7 +457,7 @@ def select_std_ratio(model, data, recipe, reference, log=print):
         accuracies = _selection_finetune(model, data, x_train, y_train, recipe)
         accuracy = selection_accuracy(accuracies, recipe.select_average_epochs)
         model.set_weights(saved)
-        tries.append({"std_ratio": ratio, "nonzero_weights": report.nonzero_weights,
+        tries.append({"std_ratio": ratio, "nonzero_weights": report.nonzero_weights, "macs": report.macs,
                       "validation_accuracies": accuracies, "selection_accuracy": accuracy})
         log(f"[select] std_ratio={ratio:g}: val acc {accuracy:.4f} "
             f"(per epoch {', '.join(f'{a:.4f}' for a in accuracies)}), "
