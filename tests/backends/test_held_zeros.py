@@ -58,6 +58,7 @@ def test_fix_zeros_holds_through_an_ema_optimizer():
         assert np.all(held == 0)
 
 
+@pytest.mark.slow
 def test_threshold_pruning_holds_through_an_ema_optimizer():
     """Pruned mid-fit: the averages, built up before pruning, are zeroed where the zeros are."""
     model = _model()
@@ -71,6 +72,7 @@ def test_threshold_pruning_holds_through_an_ema_optimizer():
     assert _leaks(model, seen) == {"a": 0, "b": 0}
 
 
+@pytest.mark.slow
 def test_a_saved_model_loads_with_its_zeros_held(tmp_path):
     model = _model(keras.constraints.MaxNorm(5.0))
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")

@@ -139,6 +139,7 @@ def test_two_of_four_on_dense_and_conv_kernels():
     assert deephoyer_tf.pattern_summary(model).holding["2:4"] == 2
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(keras.backend.backend() == "torch", reason="Keras' PyTorch trainer needs steps_per_execution=1")
 @pytest.mark.parametrize("steps_per_execution", [4])
 def test_steps_per_execution(steps_per_execution):
@@ -165,6 +166,7 @@ def test_final_update_due_at_the_end_of_training_is_applied():
         assert np.sum(kernel != 0) == _kept(kernel.size, 0.5)
 
 
+@pytest.mark.slow
 def test_save_load_mid_schedule_and_resume(tmp_path):
     x, y = _data()
     schedule = deephoyer_tf.PolynomialDecay(0.0, 0.9, begin_step=0, end_step=32, frequency=8)

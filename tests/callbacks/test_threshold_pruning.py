@@ -160,6 +160,7 @@ def test_resumed_fine_tuning_keeps_its_zeros(tmp_path, monkeypatch):
 # Each separately: Keras 3 fit with both MirroredStrategy over two logical CPUs
 # and jit_compile=True fails without any deephoyer_tf code (XLA "tf.Variable on
 # a different device", TF 2.21 / Keras 3.15).
+@pytest.mark.slow
 @pytest.mark.parametrize("mirrored, jit_compile", [(True, False), (False, True)], ids=["mirrored", "jit"])
 def test_mirrored_strategy_or_jit_compile(two_cpus, mirrored, jit_compile):
     strategy = mirrored_strategy(two_cpus) if mirrored else tf.distribute.get_strategy()

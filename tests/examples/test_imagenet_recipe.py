@@ -161,6 +161,7 @@ def test_smoke_two_workers(tmp_path):
 # --- the recipe's pieces, in process ------------------------------------------
 
 
+@pytest.mark.slow
 def test_alexnet_weights_per_layer(recipe):
     model = recipe["alexnet"].alexnet(keras)
     counts = {

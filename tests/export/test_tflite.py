@@ -29,6 +29,7 @@ def sparse_mlp():
     return _sparsify(models.lenet_300_100(), density=0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["keras", "tf_keras"])
 def test_round_trip_dense_and_sparse(flavour, tmp_path, images):
     model = models.lenet_300_100(

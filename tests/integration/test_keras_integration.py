@@ -181,6 +181,7 @@ def test_model_losses_equal_penalties_computed_by_hand(module, reg):
     assert got == pytest.approx(_expected_penalty(model, reg), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_training_with_jit_compile_includes_the_penalty():
     reg = HoyerSquare(1e-2)
     model = _model(keras, reg)

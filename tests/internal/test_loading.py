@@ -115,6 +115,7 @@ def test_evaluate_refuses_a_lambda_from_the_cli_and_from_python(hostile, marker,
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_search_refuses_a_hostile_dense_model(hostile, marker, tmp_path):
     from deephoyer_tf import search
 
@@ -151,6 +152,7 @@ def test_search_result_load_model_refuses_a_hostile_trial_model(hostile, marker,
     assert result.load_model(safe_mode=False).layers[-1].name == "fc"
 
 
+@pytest.mark.slow
 def test_reproduce_cache_refuses_a_hostile_cached_dense_model(hostile, marker, tmp_path):
     from deephoyer_tf.paper import reproduce
 

@@ -104,6 +104,7 @@ def _real(request, name):
 # ---------------------------------------------------------------- real MNIST and Fashion-MNIST
 
 
+@pytest.mark.slow
 @both_datasets
 def test_read_idx_is_lossless_against_sha256sums(request, name):
     """Re-encoding each parsed array gives the bytes whose SHA-256 is published."""
@@ -132,6 +133,7 @@ def test_shapes_dtypes_and_labels(request, name):
         assert set(np.unique(y)) == set(range(10))
 
 
+@pytest.mark.slow
 @both_datasets
 def test_normalization_uses_training_part_statistics(request, name):
     _, mnist, raw = _real(request, name)

@@ -90,6 +90,7 @@ def test_load_stages_errors(tmp_path):
         plots.load_stages(tmp_path / "bad.npz")
 
 
+@pytest.mark.slow
 def test_reproduction_histograms_writes_into_the_output_folder(tmp_path):
     reproduce.save_stages(tmp_path / "stages.npz", make_stages())
     results = {"model": "lenet-300-100", "method": "hs", "test_accuracy": 0.98,

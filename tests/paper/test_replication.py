@@ -95,6 +95,7 @@ def test_the_authors_recipe_regularizes_prunes_and_holds_biases_when_asked(tmp_p
     assert all(getattr(v, "constraint", None) is None for v in final.trainable_variables)
 
 
+@pytest.mark.slow
 def test_held_bias_zeros_survive_adam_steps():
     model = reproduce.build_model("lenet-300-100", init="torch", seed=1)
     model.get_layer("fc2").bias.assign(np.where(np.arange(100) % 2 == 0, 0.0, 0.5).astype("float32"))
@@ -131,6 +132,7 @@ def test_unit_inputs_are_pixels_over_255():
     assert preprocessing.recipe_inputs(data, "standardize") is data
 
 
+@pytest.mark.slow
 def test_evaluate_prints_accuracy_and_counts_as_json(tmp_path, mnist_dir, capsys):
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),

@@ -20,6 +20,7 @@ def _splits(seed):
     return MnistSplits(images(64), labels(64), images(16), labels(16), images(16), labels(16), 0.0, 1.0)
 
 
+@pytest.mark.slow
 def test_the_dense_cache_is_keyed_by_the_data(tmp_path):
     """Before: a Fashion-MNIST run after an MNIST run reused the MNIST model."""
     recipe = reproduce.recipe_for("lenet-300-100", "hs", pretrain_epochs=1, batch_size=32)
@@ -105,6 +106,7 @@ def _small_model():
     return model
 
 
+@pytest.mark.slow
 def test_an_interrupted_fit_resumes_from_its_backup_to_the_same_weights(tmp_path):
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(64, 6)).astype("float32"), rng.integers(0, 3, 64)
@@ -182,6 +184,7 @@ def test_an_interrupted_reproduction_resumes_at_the_stage_it_was_in(tmp_path, mo
     assert any("holds checkpoints of a different run" in str(line) for line in logs)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "random"])
 def test_a_damaged_cached_dense_model_is_trained_again_and_replaced(tmp_path, damage):
     """Before: a truncated or random-bytes cache entry gave Keras' "File not found" for a file that exists."""

@@ -96,6 +96,7 @@ def test_a_softmax_output_or_too_few_outputs_is_refused():
         user_data.check_classifier(build(), 5)
 
 
+@pytest.mark.slow
 def test_run_model_writes_the_three_files_and_reads_test_once(tmp_path, dense):
     data = user_data.load_arrays(save_arrays(tmp_path / "d.npz"))
     recipe = reproduce.user_recipe("hs", strength=1e-3, **TINY)

@@ -49,6 +49,7 @@ def test_optuna_logging_is_off_during_the_search_and_restored_after(tmp_path, de
     assert not (tmp_path / "out" / "backups").exists()  # no empty folder left
 
 
+@pytest.mark.slow
 def test_verbose_0_logs_nothing_and_2_keeps_optunas_lines(tmp_path, dense, optuna_messages):  # noqa: F811
     lines = []
     _run(tmp_path / "quiet", 1, dense, pruner=_pruned_at_once(), log=lines.append, verbose=0)

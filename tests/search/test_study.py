@@ -243,6 +243,7 @@ def test_bad_arguments_are_rejected_clearly(tmp_path, kwargs, error, message):
         search.run(build_model, train, blobs(16, 1), output=tmp_path, log=lambda *a: None, **args)
 
 
+@pytest.mark.slow
 def test_a_study_of_another_method_is_not_continued(tmp_path, dense):
     _run(tmp_path, 1, dense, pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # one short trial
     with pytest.raises(ValueError, match=r"Study 't' in sqlite:///.* searches 'hs'\. Received: method='l1'"):
@@ -260,6 +261,7 @@ def test_importing_the_package_imports_neither_optuna_nor_the_search():
     assert out == ["False", "False", "True", "False"]
 
 
+@pytest.mark.slow
 def test_magnitude_method_prunes_on_keras_3_to_the_suggested_sparsity(tmp_path, dense):
     """``magnitude`` is MagnitudePruning on Keras 3 (no tf_keras builder needed): exact target."""
     result = search.run(build_model, blobs(256, 0), blobs(128, 1), method="magnitude", n_trials=1,

@@ -59,6 +59,7 @@ def zero_checker(module, model, zeros):
     return Check()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module, fixer", FIXERS)
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
 def test_zeros_stay_zero_after_every_step(module, fixer, optimizer, tfmot):
@@ -77,6 +78,7 @@ def test_zeros_stay_zero_after_every_step(module, fixer, optimizer, tfmot):
         assert np.mean(after[name][~zeros[name]] != before[name][~zeros[name]]) > 0.5
 
 
+@pytest.mark.slow
 def test_tfmot_alone_lets_zeros_move_between_steps(tfmot):
     """Why the constraint: TFMOT re-zeroes only at the next forward pass."""
     model = make_pruned(tf_keras)
@@ -179,6 +181,7 @@ def test_keras3_checkpoint_loads_into_a_fresh_model(tmp_path):
         )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".keras", ".h5"])
 def test_tfmot_save_load_under_prune_scope_and_strip_pruning(tfmot, tmp_path, suffix):
     model = make_pruned(tf_keras)
@@ -215,6 +218,7 @@ def test_errors():
         deephoyer_tf.fix_zeros_tfmot(make_pruned(keras))
 
 
+@pytest.mark.slow
 def test_pruning_preserving_quantization_after_strip(tfmot):
     model = make_pruned(tf_keras)
     zeros = {name: k == 0 for name, k in kernels(model).items()}

@@ -73,6 +73,7 @@ def test_every_kernel_is_regularized_and_counted(module):
     assert all(float(v) == 0.0 for v in reg.losses)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", MODULES)
 def test_prune_zeroes_attention_kernels_and_zeros_are_held(module):
     model = transformers.block(module, einsum=module is keras)
@@ -299,6 +300,7 @@ def test_shrink_cuts_dead_embedding_dimensions():
     _assert_same(model.predict(ids, verbose=0), small.predict(ids, verbose=0))
 
 
+@pytest.mark.slow
 def test_threshold_pruning_and_summaries_cover_attention():
     from deephoyer_tf.callbacks import sparsity_summaries
 
