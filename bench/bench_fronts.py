@@ -50,7 +50,8 @@ import sys
 import time
 
 METHODS = ("hs", "l1", "magnitude", "group-hs", "group-lasso")
-METRICS = {"weights": "nonzero_weights", "macs": "macs"}
+# --metric: (the key in results.json and in each candidate, its name in the table)
+METRICS = {"weights": ("nonzero_weights", "nonzero weights"), "macs": ("macs", "MACs")}
 FULL_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 TARGETS = (0.95, 0.97, 0.98, 0.99)
 
@@ -88,7 +89,7 @@ def points(out, method, seed, targets, metric="weights"):
 
     The size is the nonzero weights (`metric` "weights") or the MACs ("macs").
     """
-    key = METRICS[metric]
+    key = METRICS[metric][0]
     found, dense = [], None
     for target in (targets if method == "magnitude" else (None,)):
         path = out / run_name(method, seed, target) / "results.json"
@@ -148,7 +149,7 @@ def smallest_at(found, level):
 
 
 def table(out, seeds, methods, targets, drops=(0.5, 0.4, 0.3, 0.2, 0.1, 0.0), metric="weights"):
-    what = "weights" if metric == "weights" else "MACs"
+    what = METRICS[metric][1]
     contender = methods[0]
     lines = ["| seed | dense val | " + " | ".join(f"fewest {what} at >= dense - {d:.1f}" for d in drops) + " |",
              "|---|---|" + "---|" * len(drops)]
@@ -172,7 +173,7 @@ def table(out, seeds, methods, targets, drops=(0.5, 0.4, 0.3, 0.2, 0.1, 0.0), me
     lines.append(f"{contender} strictly fewest: " + "; ".join(
         f"dense - {d:.1f}: {sum(w)} of {len(w)} seeds" for d, w in wins.items()))
     lines.append("")
-    lines.append(f"Every point ({'nonzero weights' if metric == 'weights' else 'MACs'}, validation accuracy, what):")
+    lines.append(f"Every point ({what}, validation accuracy, what):")
     for seed in seeds:
         for method in methods:
             found, _ = points(out, method, seed, targets, metric)

@@ -21,12 +21,13 @@ deviation are computed again over every seed.
 
 import argparse
 import json
-import os
 import pathlib
 import shutil
 import sys
 
 import numpy as np
+
+from deephoyer_tf._internal import atomic
 
 KEYS = ("test_accuracy", "validation_accuracy", "nonzero_weights", "nonzero_biases", "macs", "structure",
         "std_ratio", "dense_test_accuracy", "dense_validation_accuracy", "wall_seconds", "date",
@@ -60,7 +61,7 @@ def main(argv=None):
         row["seeds"] = [entry["seed"] for entry in row["per_seed"]]
         row["mean_std"] = _summary(row["per_seed"])
         row["command"] = args.command
-        _write_json(folder / "results.json", row)
+        atomic.atomic_write_text(folder / "results.json", json.dumps(row, indent=2))
         print(json.dumps(row["mean_std"]))
         return 0
     summary = _summary(per_seed)
@@ -72,10 +73,9 @@ def main(argv=None):
         "committed_model": {"seed": first["recipe"]["seed"], **{k: first.get(k) for k in KEYS}},
         "paper": first.get("paper"), "command": args.command,
     }
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pathlib.Path(args.runs[0]) / "model.keras", folder / "model.partial.keras")
-    os.replace(folder / "model.partial.keras", folder / "model.keras")
-    _write_json(folder / "results.json", row)
+    with atomic.atomic_path(folder / "model.keras") as tmp:
+        shutil.copyfile(pathlib.Path(args.runs[0]) / "model.keras", tmp)
+    atomic.atomic_write_text(folder / "results.json", json.dumps(row, indent=2))
     print(json.dumps(summary))
     return 0
 
@@ -90,12 +90,6 @@ def _summary(per_seed):
         values = np.array([entry[key] for entry in per_seed], dtype=float)
         summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
     return summary
-
-
-def _write_json(path, data):
-    partial = path.with_name(path.stem + ".partial.json")
-    partial.write_text(json.dumps(data, indent=2))
-    os.replace(partial, path)
 
 
 if __name__ == "__main__":
